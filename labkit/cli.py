@@ -139,8 +139,131 @@ def plan(opts: Options, roster: str, offline: bool) -> None:
     report.print_plan(console, result)
 
 
-def _not_yet(name: str) -> None:
-    raise LabkitError(f"`labkit {name}` is not available in this version yet")
+@cli.command()
+@click.argument("roster", type=click.Path(dir_okay=False))
+@click.option("--allow-over-budget", is_flag=True,
+              help="provision even if the plan costs more than budget.max_hourly_usd")
+@common
+def provision(opts: Options, roster: str, allow_over_budget: bool) -> None:
+    """Launch, bootstrap, create clusters and IAM, write credentials and handouts.
+
+    Re-running converges: only what is missing is created, failed seats are retried."""
+    from labkit import report
+    from labkit.provision import Provisioner
+    from labkit.roster import load_roster
+
+    config = opts.config()
+    n_seats = len(load_roster(Path(roster)).seats)
+    out = opts.out_dir(config)
+    with report.ProgressBoard(console, n_seats) as board:
+        prov = Provisioner(config, Path(roster), out, profile=opts.profile,
+                           allow_over_budget=allow_over_budget, on_event=board.event)
+        summary = prov.run()
+    report.print_provision_summary(console, summary)
+    if summary.failed:
+        raise SeatsFailed(summary.failed)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per seat, for scripts")
+@common
+def status(opts: Options, as_json: bool) -> None:
+    """One row per seat: region, machine state, host, bootstrap, cluster state."""
+    import json as jsonlib
+
+    from labkit import lifecycle, report
+
+    config = opts.config()
+    rows = lifecycle.status(config, opts.out_dir(config), profile=opts.profile)
+    if as_json:
+        click.echo(jsonlib.dumps(rows, indent=2))
+    else:
+        report.print_status(console, rows)
+
+
+@cli.command()
+@common
+def handouts(opts: Options) -> None:
+    """Re-render credentials.csv and handouts.pdf from the session state."""
+    from labkit import lifecycle
+
+    config = opts.config()
+    paths = lifecycle.rerender(config, opts.out_dir(config))
+    for p in paths:
+        console.print(f"wrote {p}", markup=False)
+
+
+@cli.command()
+@common
+def stop(opts: Options) -> None:
+    """Stop every seat's machine between class days (disks, files, passwords kept)."""
+    from labkit import lifecycle
+
+    config = opts.config()
+    lifecycle.stop(config, opts.out_dir(config), profile=opts.profile, console=console)
+
+
+@cli.command()
+@common
+def start(opts: Options) -> None:
+    """Start the seats' machines again (and new clusters); reprint if addresses changed."""
+    from labkit import lifecycle
+
+    config = opts.config()
+    failures = lifecycle.start(config, opts.out_dir(config), profile=opts.profile,
+                               console=console)
+    if failures:
+        raise SeatsFailed(failures)
+
+
+@cli.command()
+@click.option("--keep-data", is_flag=True, help="keep the session's S3 bucket")
+@click.option("--all-sessions", is_flag=True,
+              help="with --dry-run: list resources of every labkit session, in every region")
+@click.option("--dry-run", is_flag=True, help="list, delete nothing")
+@common
+def teardown(opts: Options, keep_data: bool, all_sessions: bool, dry_run: bool) -> None:
+    """Delete everything tagged with the session, in every region. Lists only, without --yes."""
+    from labkit import teardown as td
+
+    if all_sessions:
+        if not dry_run:
+            raise InputError("--all-sessions only lists (add --dry-run); tear sessions down "
+                             "one at a time with --session NAME --yes")
+        td.sweep_all(profile=opts.profile, console=console)
+        return
+    config = opts.config(required=opts.session is None)
+    yes = opts.yes and not dry_run
+    if not yes and not dry_run and sys.stdin.isatty() and console.is_terminal:
+        found = td.inventory(config.session, profile=opts.profile)
+        td.print_inventory(console, config.session, found)
+        if not found or not click.confirm(f"delete all of this for session {config.session}?"):
+            console.print("nothing deleted")
+            return
+        yes = True
+    remaining = td.teardown(config.session, profile=opts.profile, console=console,
+                            delete=yes, keep_data=keep_data, out=opts.out_dir(config))
+    if yes and remaining:
+        raise LabkitError(f"{len(remaining)} tagged resources remain after teardown",
+                          hint="run `labkit teardown --yes` again; if they stay, "
+                               "delete them in the AWS console")
+
+
+@cli.command()
+@click.argument("roster", type=click.Path(dir_okay=False))
+@click.option("--keep", is_flag=True, help="leave the sandbox running for a look (Ctrl-C ends)")
+@common
+def rehearse(opts: Options, roster: str, keep: bool) -> None:
+    """The whole pipeline on the local sandbox cloud: provision, log in to every seat with
+    its printed password, tear down. Costs nothing, touches no AWS account."""
+    from labkit import rehearsal
+
+    config = opts.config(required=False, fallback_session="rehearsal")
+    failures = rehearsal.run(config, Path(roster), out=opts.out_dir(config).with_name(
+        opts.out_dir(config).name + "-rehearsal") if not opts.out else Path(opts.out),
+        console=console, verbose=opts.verbose, keep=keep)
+    if failures:
+        raise SeatsFailed(failures)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -55,6 +55,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("", "ssh_cidr", str, "0.0.0.0/0",
            "who may reach the seats' SSH port; narrow it to the classroom's address range"),
     Option("", "parallel", int, 32, "SSH bootstraps at once"),
+    Option("", "ssh_wait_seconds", int, 600,
+           "how long a seat's SSH may take to answer before the seat counts as failed"),
     Option("", "volume_gb", int, 20, "root disk per seat, GB (gp3)"),
     Option("", "student_credentials", str, "instance-profile",
            "instance-profile (no keys on machines) | access-keys (a restricted IAM user per seat)",
@@ -125,6 +127,7 @@ class Config:
     ssh_config: str
     ssh_cidr: str
     parallel: int
+    ssh_wait_seconds: int
     volume_gb: int
     student_credentials: str
     stable_addresses: bool
@@ -166,13 +169,20 @@ def _is(value: Any, kind: type | tuple[type, ...]) -> bool:
 
 
 def _key_line(text: str, section: str, key: str) -> int | None:
-    """The line where ``key`` is set in ``section``, for messages (tomllib gives none)."""
+    """The line where ``key`` is set in ``section``, for messages (tomllib gives none).
+
+    A key at the top level that is a table (an unknown ``[section]``) is found by its
+    header line.
+    """
     current = ""
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
-        m = re.match(r"^\[([^\]]+)\]", line)
+        m = re.match(r"^\[\[?([^\]]+)\]", line)
         if m:
             current = m.group(1).strip()
+            if current.split(".")[0].strip().strip('"') == (section or key) and (
+                    not section or current == f"{section}.{key}"):
+                return number
             continue
         if current == section and re.match(rf"^\"?{re.escape(key)}\"?\s*=", line):
             return number
@@ -180,7 +190,8 @@ def _key_line(text: str, section: str, key: str) -> int | None:
 
 
 def default_config(session: str) -> Config:
-    return _build({"session": session}, path="", text="")
+    """The built-in defaults, for commands that can run without a labkit.toml."""
+    return _build({"session": session}, path="", text="", session_from_option=True)
 
 
 def load_config(path: Path, *, session_override: str | None = None) -> Config:
@@ -208,12 +219,17 @@ def load_config(path: Path, *, session_override: str | None = None) -> Config:
                          hint="check quotes and brackets; strings need \"double quotes\"") from None
     if session_override:
         data["session"] = session_override
-    return _build(data, path=str(path), text=text, base_dir=path.resolve().parent)
+    return _build(data, path=str(path), text=text, base_dir=path.resolve().parent,
+                  session_from_option=bool(session_override))
 
 
-def _build(data: dict[str, Any], *, path: str, text: str, base_dir: Path | None = None) -> Config:
+def _build(data: dict[str, Any], *, path: str, text: str, base_dir: Path | None = None,
+           session_from_option: bool = False) -> Config:
     def fail(message: str, section: str, key: str, hint: str = "") -> InputError:
         dotted = f"{section}.{key}" if section else key
+        if session_from_option and dotted == "session":
+            # The value came from --session, not from the file: point there.
+            return InputError(message, key="--session", hint=hint)
         return InputError(message, path=path or "labkit.toml",
                           line=_key_line(text, section, key) if text else None,
                           key=dotted, hint=hint)
@@ -224,6 +240,10 @@ def _build(data: dict[str, Any], *, path: str, text: str, base_dir: Path | None 
 
     values: dict[str, dict[str, Any]] = {s: {} for s in ("",) + SECTIONS}
     for key, value in data.items():
+        if key in SECTIONS and isinstance(value, list) and value and all(
+                isinstance(v, dict) for v in value):
+            raise fail(f"[[{key}]] makes a list of tables", "", key,
+                       hint=f"write the header with single brackets: [{key}]")
         if isinstance(value, dict):
             if key not in SECTIONS:
                 close = difflib.get_close_matches(key, SECTIONS, n=1)
@@ -254,9 +274,14 @@ def _build(data: dict[str, Any], *, path: str, text: str, base_dir: Path | None 
                 for item in value:
                     if not _is(item, opt.item_kind):
                         raise fail(f"every item must be {_type_name(opt.item_kind)}; "
-                                   f"{item!r} is not", section, key)
+                                   f"{item!r} is not", section, key,
+                                   hint=f"for example: {key} = "
+                                        + (_example(opt) if opt.default else '["..."]'))
             if opt.choices and value not in opt.choices:
-                raise fail(f"{value!r} is not one of {', '.join(opt.choices)}", section, key)
+                close = difflib.get_close_matches(str(value), opt.choices, n=1)
+                raise fail(f"{value!r} is not one of {', '.join(opt.choices)}", section, key,
+                           hint=f'did you mean "{close[0]}"?' if close
+                           else f"for example: {key} = {_example(opt)}")
 
     def get(section: str, key: str) -> Any:
         if key in values[section]:
@@ -301,11 +326,14 @@ def _build(data: dict[str, Any], *, path: str, text: str, base_dir: Path | None 
     except ValueError:
         raise fail("not an address range", "", "ssh_cidr",
                    hint='for example "0.0.0.0/0" or "203.0.113.0/24"') from None
-    for key, low, high in (("parallel", 1, 512), ("volume_gb", 8, 16384)):
+    for key, low, high in (("parallel", 1, 512), ("volume_gb", 8, 16384),
+                           ("ssh_wait_seconds", 1, 7200)):
         if not low <= get("", key) <= high:
-            raise fail(f"must be between {low} and {high}", "", key)
+            raise fail(f"must be between {low} and {high}", "", key,
+                       hint=f"the default is {by_section[''][key].default}")
     if not low_ok(get("emr", "instance_count"), 1, 100):
-        raise fail("must be between 1 and 100", "emr", "instance_count")
+        raise fail("must be between 1 and 100", "emr", "instance_count",
+                   hint="the default is 3 (1 primary + 2 core nodes)")
     if not low_ok(get("emr", "idle_timeout_minutes"), 1, 7 * 24 * 60):
         raise fail("must be between 1 and 10080 (a week)", "emr", "idle_timeout_minutes",
                    hint="an idle cluster keeps costing money; 120 is a good value")
@@ -332,7 +360,8 @@ def _build(data: dict[str, Any], *, path: str, text: str, base_dir: Path | None 
         sp = Path(ssh_config).expanduser()
         sp = sp if sp.is_absolute() else base / sp
         if not sp.is_file():
-            raise fail(f"no such file: {sp}", "", "ssh_config")
+            raise fail(f"no such file: {sp}", "", "ssh_config",
+                       hint="give the path of an OpenSSH client config, or remove the line")
         ssh_config = str(sp)
 
     return Config(
@@ -345,6 +374,7 @@ def _build(data: dict[str, Any], *, path: str, text: str, base_dir: Path | None 
         ssh_config=ssh_config,
         ssh_cidr=get("", "ssh_cidr"),
         parallel=get("", "parallel"),
+        ssh_wait_seconds=get("", "ssh_wait_seconds"),
         volume_gb=get("", "volume_gb"),
         student_credentials=get("", "student_credentials"),
         stable_addresses=get("", "stable_addresses"),

@@ -71,3 +71,87 @@ def print_plan(console: Console, result: PlanResult) -> None:
         console.print(result.price_note, markup=False)
     console.print("nothing was created." + (" (offline: AWS was not read)"
                                             if result.offline else ""))
+
+
+class ProgressBoard:
+    """Live counts while provisioning: launched / SSH-ready / bootstrapped / failed.
+
+    On a terminal it redraws one line; elsewhere (CI, a log file) it prints a line per
+    seat event so the log still tells the story.
+    """
+
+    KINDS = ("launched", "ssh", "ok", "failed")
+    LABELS = {"launched": "launched", "ssh": "SSH-ready", "ok": "bootstrapped",
+              "failed": "failed"}
+
+    def __init__(self, console: Console, total: int) -> None:
+        import threading
+
+        self.console = console
+        self.total = total
+        self.counts = dict.fromkeys(self.KINDS, 0)
+        self._lock = threading.Lock()
+        self._live: object | None = None
+
+    def line(self) -> str:
+        parts = [f"{self.LABELS[k]} {self.counts[k]}/{self.total}" for k in self.KINDS[:3]]
+        return " · ".join(parts) + f" · failed {self.counts['failed']}"
+
+    def __enter__(self) -> ProgressBoard:
+        if self.console.is_terminal:
+            from rich.live import Live
+
+            live = Live(self.line(), console=self.console, refresh_per_second=4,
+                        transient=False)
+            live.__enter__()
+            self._live = live
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.update(self.line())  # type: ignore[attr-defined]
+            self._live.__exit__(None, None, None)  # type: ignore[attr-defined]
+
+    def event(self, seat: str, kind: str) -> None:
+        with self._lock:
+            if kind in self.counts:
+                self.counts[kind] += 1
+            if self._live is not None:
+                self._live.update(self.line())  # type: ignore[attr-defined]
+            else:
+                self.console.print(f"  {seat}: {self.LABELS.get(kind, kind)}  [{self.line()}]",
+                                   markup=False)
+
+
+def print_provision_summary(console: Console, summary: object) -> None:
+    from labkit.provision import Summary
+
+    assert isinstance(summary, Summary)
+    ok = len(summary.bootstrapped)
+    total = len(summary.plan.roster.seats)
+    console.print(f"[bold]{ok}/{total} seats ready[/] "
+                  f"({len(summary.launched)} launched now, {len(summary.reused)} already there)")
+    for seat, why in sorted(summary.moved.items()):
+        console.print(f"  moved: {seat} {why}", markup=False)
+    for item in summary.duplicates_removed:
+        console.print(f"  removed a second machine for seat {item}", markup=False)
+    if summary.password_reset:
+        console.print(f"  new passwords (state.json was lost): "
+                      f"{', '.join(summary.password_reset)}; reprint their handouts",
+                      markup=False)
+    out = summary.out
+    console.print(f"credentials: {out / 'credentials.csv'} · handouts: {out / 'handouts.pdf'}"
+                  f" · ssh: ssh -F {out / 'ssh_config'} <seat>", markup=False)
+    console.print(f"AWS API calls: {summary.api_calls}", markup=False)
+
+
+def print_status(console: Console, rows: list[dict[str, object]]) -> None:
+    table = Table(title=f"{len(rows)} seats", title_justify="left")
+    for col in ("seat", "region", "state", "host", "bootstrap", "cluster"):
+        table.add_column(col)
+    for r in rows:
+        cluster = f"{r['cluster_id']} {r['cluster_state']}".strip() or "-"
+        table.add_row(str(r["seat"]), str(r["region"]), str(r["state"]), str(r["host"]),
+                      str(r["bootstrap"]) + (f" ({r['error']})" if r.get("error") else ""),
+                      cluster)
+    console.print(table)
