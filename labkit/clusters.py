@@ -1,58 +1,304 @@
-"""EMR clusters for the seats, started while the machines launch, and each seat's
-``~/.mrjob.conf``."""
+"""EMR clusters and the seats' permissions.
+
+Clusters are created *while* the machines launch and bootstrap (EMR takes minutes to
+start; provisioning must not wait twice). Each seat gets an IAM role + instance profile
+that may submit steps to its own cluster and use its own S3 prefix, and is explicitly
+denied everything that allocates; the instructor's keys never reach a seat.
+"""
 
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING
 
+from rich.console import Console
+
+from labkit import bootstrap as ssh
+from labkit import policies
+from labkit.aws import emr, iam
+from labkit.aws.session import Aws
+from labkit.config import Config
+from labkit.errors import AwsError
+from labkit.state import Ledger
 from labkit.templating import render
 
 if TYPE_CHECKING:
     from labkit.provision import Provisioner, Summary
     from labkit.roster import Seat
 
+IAM_THREADS = 8
+
+
+def seat_role_name(session: str, seat: str) -> str:
+    return iam.iam_name(session, seat)
+
+
+def nodes_role_name(session: str, seat: str | None) -> str:
+    return iam.iam_name(session, seat, "emr")
+
+
+def ensure_seat_access(aws: Aws, config: Config, ledger: Ledger, seats: Iterable[str]
+                       ) -> dict[str, str]:
+    """Each seat's role + instance profile (and, in access-keys mode, its IAM user).
+
+    Returns seat -> instance profile ARN, for the launch call."""
+    bucket = ledger.state.bucket
+    shared = config.emr.mode == "shared"
+
+    def one(seat: str) -> tuple[str, str]:
+        doc = policies.seat_policy(session=config.session, seat=seat, bucket=bucket,
+                                   shared_cluster=shared)
+        arn = iam.ensure_role(aws, seat_role_name(config.session, seat),
+                              trust=policies.ec2_trust_policy(), policy=doc,
+                              session=config.session, seat=seat)
+        if config.student_credentials == "access-keys":
+            keys = ledger.state.extra.setdefault("access_keys", {})
+            known = keys.get(seat, {}).get("id", "")
+            created = iam.ensure_user_with_key(
+                aws, seat_role_name(config.session, seat), policy=doc,
+                session=config.session, seat=seat, known_key_id=known)
+            if created:
+                with ledger.editing():
+                    keys[seat] = {"id": created[0], "secret": created[1]}
+        return seat, arn
+
+    with ThreadPoolExecutor(max_workers=IAM_THREADS) as pool:
+        return dict(pool.map(one, list(seats)))
+
 
 class ClusterJob:
-    """Cluster creation running alongside the launches."""
+    """Cluster creation running alongside the launches; failures are per seat."""
 
-    def __init__(self) -> None:
+    def __init__(self, prov: Provisioner, seats: dict[str, Seat]) -> None:
+        self.prov = prov
+        self.seats = seats
+        self.failed: dict[str, str] = {}
         self.ids_known = threading.Event()
-        self.ids_known.set()
+        self.created: list[str] = []
+        self.thread = threading.Thread(target=self._run, name="clusters", daemon=True)
+
+    def start(self) -> ClusterJob:
+        if self.prov.config.emr.mode == "none":
+            self.ids_known.set()
+        else:
+            self.thread.start()
+        return self
 
     def wait_ids(self) -> None:
         self.ids_known.wait()
 
+    def _run(self) -> None:
+        try:
+            self._create_missing()
+        except Exception as e:  # every seat that needed a cluster learns why
+            for seat in self.seats:
+                if not self.prov.ledger.seat(seat).cluster_id:
+                    self.failed[seat] = f"cluster: {e}"
+        finally:
+            self.ids_known.set()
 
+    def _create_missing(self) -> None:
+        prov = self.prov
+        config, ledger = prov.config, prov.ledger
+        placement = prov.plan_placement_for_clusters
+        regions = sorted({placement[s] for s in self.seats})
+        existing = find_all(prov.aws, config.session, regions
+                            + sorted({ledger.seat(s).cluster_region for s in self.seats
+                                      if ledger.seat(s).cluster_region}))
+        live = {c.seat: c for c in existing if c.state in emr.LIVE}
+        iam.ensure_emr_default_roles(prov.aws)
+        key = (prov.out / "id_ed25519.pub").read_text().strip()
+
+        def make(seat: str | None, region: str) -> str:
+            prov.region_setup(region, key)
+            subnet = ledger.region(region).subnets[0]
+            role = nodes_role_name(config.session, seat)
+            iam.ensure_role(prov.aws, role, trust=policies.ec2_trust_policy(),
+                            policy=policies.emr_instance_policy(
+                                session=config.session, bucket=ledger.state.bucket, seat=seat),
+                            session=config.session, seat=seat)
+            return create_with_retry(prov.aws, region, config=config, seat=seat,
+                                     log_uri=policies.cluster_log_uri(ledger.state.bucket, seat),
+                                     subnet_id=subnet, job_flow_role=role)
+
+        if config.emr.mode == "shared":
+            shared = live.get("")
+            if shared is None:
+                counts: dict[str, int] = {}
+                for s in self.seats:
+                    counts[placement[s]] = counts.get(placement[s], 0) + 1
+                region = max(sorted(counts), key=lambda r: counts[r])
+                cid = make(None, region)
+                self.created.append(cid)
+                shared_id, shared_region = cid, region
+            else:
+                shared_id, shared_region = shared.cluster_id, shared.region
+            for seat in self.seats:
+                self._record(seat, shared_id, shared_region)
+            return
+
+        def per_seat(seat: str) -> None:
+            try:
+                found = live.get(seat)
+                if found:
+                    self._record(seat, found.cluster_id, found.region)
+                    return
+                region = placement[seat]
+                cid = make(seat, region)
+                self.created.append(cid)
+                self._record(seat, cid, region)
+            except AwsError as e:
+                self.failed[seat] = f"cluster: {e.message}"
+
+        with ThreadPoolExecutor(max_workers=IAM_THREADS) as pool:
+            list(pool.map(per_seat, list(self.seats)))
+
+    def _record(self, seat: str, cluster_id: str, region: str) -> None:
+        st = self.prov.ledger.seat(seat)
+        if st.cluster_id and st.cluster_id != cluster_id and st.bootstrap == "ok":
+            self.prov.stale_confs.add(seat)  # a bootstrapped seat needs the new id
+        self.prov.ledger.update_seat(seat, cluster_id=cluster_id, cluster_region=region,
+                                     cluster_state="STARTING" if cluster_id in self.created
+                                     else st.cluster_state)
+
+
+def create_with_retry(aws: Aws, region: str, *, config: Config, seat: str | None, log_uri: str,
+                      subnet_id: str, job_flow_role: str) -> str:
+    """run_job_flow, retried while a just-created role is not yet visible to EMR."""
+    service_role = policies.emr_service_role_names()[0]
+    delay = 2.0
+    for attempt in range(6):
+        try:
+            return emr.create(aws, region, session=config.session, seat=seat,
+                              release=config.emr.release,
+                              instance_type=config.emr.instance_type,
+                              instance_count=config.emr.instance_count,
+                              idle_minutes=config.emr.idle_timeout_minutes, log_uri=log_uri,
+                              subnet_id=subnet_id, job_flow_role=job_flow_role,
+                              service_role=service_role)
+        except AwsError as e:
+            if attempt == 5 or "role" not in e.message.lower() and \
+                    "profile" not in e.message.lower():
+                raise
+            time.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
+
+
+def find_all(aws: Aws, session: str, regions: Iterable[str]) -> list[emr.Cluster]:
+    regions = list(dict.fromkeys(regions))
+    if not regions:
+        return []
+    with ThreadPoolExecutor(max_workers=len(regions)) as pool:
+        lists = list(pool.map(lambda r: emr.find(aws, r, session), regions))
+    return [c for lst in lists for c in lst]
+
+
+# -- hooks called by the provision pipeline ------------------------------------------------
 def start_alongside(prov: Provisioner, seats: dict[str, Seat]) -> ClusterJob:
-    return ClusterJob()
+    """Before launch: seat profiles (the launch needs them); then clusters in background."""
+    prov.stale_confs = set()
+    prov.instance_profiles = ensure_seat_access(prov.aws, prov.config, prov.ledger, seats)
+    return ClusterJob(prov, seats).start()
 
 
 def finish(prov: Provisioner, seats: dict[str, Seat], summary: Summary) -> None:
-    return None
+    job: ClusterJob = prov.cluster_job
+    job.wait_ids()
+    for seat, why in job.failed.items():
+        summary.failed.setdefault(seat, why)
+    stale = [s for s in prov.stale_confs if s not in summary.failed]
+    summary.failed.update(push_confs(prov.config, prov.ledger, prov.out, stale))
 
 
 def mrjob_conf(prov: Provisioner, seat: str) -> str:
-    st = prov.ledger.seat(seat)
-    bucket = prov.ledger.state.bucket
-    values: dict[str, Any] = {
-        "seat": seat, "region": st.cluster_region or st.region,
-        "cluster_id": st.cluster_id,
-        "cloud_tmp_dir": f"s3://{bucket}/seats/{seat}/tmp/" if bucket else "",
-    }
-    return render("mrjob.conf.j2", **values).rstrip("\n")
+    return seat_conf(prov.config, prov.ledger, seat)
 
 
-def states(aws: Any, ledger: Any) -> dict[str, str]:
-    """cluster id -> state, for `labkit status`."""
-    return {}
+def seat_conf(config: Config, ledger: Ledger, seat: str) -> str:
+    st = ledger.seat(seat)
+    bucket = ledger.state.bucket
+    return render("mrjob.conf.j2", seat=seat, region=st.cluster_region or st.region,
+                  cluster_id=st.cluster_id if config.emr.mode != "none" else "",
+                  cloud_tmp_dir=f"s3://{bucket}/{policies.seat_prefix(seat)}tmp/"
+                  if bucket else "").rstrip("\n")
 
 
-def stop_all(aws: Any, config: Any, ledger: Any, console: Any) -> int:
-    """Terminate the session's clusters before a class break; returns how many."""
-    return 0
+def push_confs(config: Config, ledger: Ledger, out: Path, seats: Iterable[str]
+               ) -> dict[str, str]:
+    """Write each seat's ~/.mrjob.conf over SSH (after a cluster changed)."""
+    from labkit.access import target_for
+
+    targets = [target_for(config, ledger, out, s) for s in seats]
+
+    def work(target: ssh.Target) -> None:
+        conn = ssh.wait_for_ssh(target, deadline=time.monotonic() + config.ssh_wait_seconds)
+        try:
+            text = seat_conf(config, ledger, target.seat) + "\n"
+            with conn.sftp().open(".mrjob.conf.tmp", "w") as f:
+                f.write(text)
+            conn.run("mv ~/.mrjob.conf.tmp ~/.mrjob.conf", hide=True, in_stream=False)
+        finally:
+            conn.close()
+
+    outcomes = ssh.fan_out(targets, work, parallel=config.parallel)
+    return {s: f"updating ~/.mrjob.conf: {o.reason}" for s, o in outcomes.items() if not o.ok}
 
 
-def start_all(aws: Any, config: Any, ledger: Any, out: Any, console: Any) -> dict[str, str]:
-    """New clusters after a break, and every seat's ~/.mrjob.conf updated."""
-    return {}
+# -- lifecycle --------------------------------------------------------------------------------
+def _cluster_regions(config: Config, ledger: Ledger) -> list[str]:
+    return list(dict.fromkeys(list(config.regions) + [
+        s.cluster_region for s in ledger.state.seats.values() if s.cluster_region]))
+
+
+def states(aws: Aws, ledger: Ledger) -> dict[str, str]:
+    """cluster id -> state, for `labkit status` (one listing per region)."""
+    regions = sorted({s.cluster_region for s in ledger.state.seats.values() if s.cluster_region})
+    out: dict[str, str] = {}
+    for c in find_all(aws, ledger.state.session, regions):
+        out[c.cluster_id] = c.state
+    for s in ledger.state.seats.values():
+        if s.cluster_id and s.cluster_id not in out:
+            out[s.cluster_id] = "TERMINATED"
+    return out
+
+
+def stop_all(aws: Aws, config: Config, ledger: Ledger, console: Console) -> int:
+    """EMR clusters cannot stop: terminate them; `labkit start` makes new ones."""
+    found = [c for c in find_all(aws, config.session, _cluster_regions(config, ledger))
+             if c.state in emr.LIVE]
+    by_region: dict[str, list[str]] = {}
+    for c in found:
+        by_region.setdefault(c.region, []).append(c.cluster_id)
+    for region, ids in by_region.items():
+        emr.terminate(aws, region, ids)
+    with ledger.editing() as st:
+        for seat in st.seats.values():
+            if seat.cluster_id:
+                seat.cluster_state = "TERMINATING"
+    return len(found)
+
+
+def start_all(aws: Aws, config: Config, ledger: Ledger, out: Path, console: Console
+              ) -> dict[str, str]:
+    """New clusters for a new class day, and every seat's ~/.mrjob.conf names its new one."""
+    if config.emr.mode == "none":
+        return {}
+    from labkit.provision import Provisioner
+
+    prov = Provisioner.for_session(config, ledger, out, aws)
+    seats = {name: None for name in ledger.state.seats}
+    prov.stale_confs = set()
+    job = ClusterJob(prov, seats)  # type: ignore[arg-type]
+    job.start().wait_ids()
+    failures = dict(job.failed)
+    changed = [s for s in prov.stale_confs if s not in failures]
+    failures.update(push_confs(config, ledger, out, changed))
+    if job.created:
+        console.print(f"created {len(job.created)} EMR clusters; {len(changed)} seats' "
+                      "~/.mrjob.conf now name their new cluster")
+    return failures

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from labkit import bootstrap as ssh
 from labkit import outputs, secrets
+from labkit.access import target_for
 from labkit.aws import ec2, s3
 from labkit.aws.errors import aws_call
 from labkit.aws.session import Aws
@@ -86,6 +87,16 @@ class Provisioner:
         self._region_ready: dict[str, threading.Event] = {}
         self._region_error: dict[str, Exception] = {}
 
+    @classmethod
+    def for_session(cls, config: Config, ledger: Ledger, out: Path, aws: Aws) -> Provisioner:
+        """A provisioner bound to an existing session (for `labkit start`)."""
+        prov = cls(config, Path("-"), out, profile=aws.profile)
+        prov.aws = aws
+        prov.ledger = ledger
+        prov.plan_placement_for_clusters = {
+            name: st.cluster_region or st.region for name, st in ledger.state.seats.items()}
+        return prov
+
     # -- the pipeline -------------------------------------------------------------------
     def run(self) -> Summary:
         config = self.config
@@ -111,6 +122,9 @@ class Provisioner:
         found = self._discover(seats, summary)
         self._ensure_secrets(seats, found, summary)
         self._bucket_and_materials()
+        self.plan_placement_for_clusters = {
+            name: (ledger.seat(name).region if name in found else
+                   result.placement.region_of[name]) for name in seats}
         self.hooks_before_launch(seats)
 
         to_launch = [name for name in seats if name not in found]
@@ -316,7 +330,7 @@ class Provisioner:
                 rs = self.ledger.region(region)
                 for subnet in rs.subnets:
                     try:
-                        inst = ec2.launch(
+                        inst = self._launch_retrying_iam(
                             self.aws, region, session=self.config.session, seat=seat.name,
                             image_id=rs.image_id, instance_type=self.config.instance_type,
                             key_name=rs.key_name, security_group_id=rs.security_group_id,
@@ -345,6 +359,22 @@ class Provisioner:
                 break
             region = next_region(self.config.regions, tried)
         raise AwsError("no region could launch it: " + "; ".join(reasons))
+
+    def _launch_retrying_iam(self, aws: Aws, region: str, **kwargs: object) -> ec2.Instance:
+        """A just-created instance profile takes seconds to be visible to EC2: retry that
+        one error, a bounded number of times, with backoff."""
+        delay = 2.0
+        for attempt in range(7):
+            try:
+                return ec2.launch(aws, region, **kwargs)  # type: ignore[arg-type]
+            except AwsError as e:
+                iam_not_ready = e.code == "InvalidParameterValue" and (
+                    "iamInstanceProfile" in e.message or "nstance profile" in e.message)
+                if not iam_not_ready or attempt == 6:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 20.0)
+        raise AssertionError("unreachable")
 
     def _launch_and_bootstrap(self, seats: dict[str, Seat], to_launch: list[str],
                               summary: Summary) -> None:
@@ -438,10 +468,7 @@ class Provisioner:
                                         private_ip=inst.private_ip)
 
     def target(self, name: str) -> ssh.Target:
-        st = self.ledger.seat(name)
-        return ssh.Target(seat=name, host=st.host, username=self.config.login_user,
-                          host_key=st.host_key_public, key_file=self.out / "id_ed25519",
-                          ssh_config=self.config.ssh_config)
+        return target_for(self.config, self.ledger, self.out, name)
 
     def bootstrap_script(self, name: str) -> str:
         st = self.ledger.seat(name)
@@ -452,7 +479,9 @@ class Provisioner:
             pip_packages=list(b.pip_packages), login_user=self.config.login_user,
             password_hash=st.password_hash, materials_url=self.materials_url,
             materials_sha256=self.materials_sha, materials_name=self.materials_name,
-            mrjob_conf=self.mrjob_conf(name), commands=list(b.commands))
+            mrjob_conf=self.mrjob_conf(name), commands=list(b.commands),
+            aws_region=st.cluster_region or st.region,
+            aws_keys=self.ledger.state.extra.get("access_keys", {}).get(name))
 
     def mrjob_conf(self, name: str) -> str:
         from labkit import clusters
