@@ -21,7 +21,7 @@ from pathlib import Path
 from labkit import bootstrap as ssh
 from labkit import outputs, secrets
 from labkit.access import target_for
-from labkit.aws import ec2, s3
+from labkit.aws import alarms, ec2, s3
 from labkit.aws.errors import aws_call
 from labkit.aws.session import Aws
 from labkit.config import Config
@@ -122,6 +122,8 @@ class Provisioner:
         found = self._discover(seats, summary)
         self._ensure_secrets(seats, found, summary)
         self._bucket_and_materials()
+        alarms.ensure_billing_alarms(self.aws, config.session, config.budget.alarm_usd,
+                                     config.budget.alarm_email)
         self.plan_placement_for_clusters = {
             name: (ledger.seat(name).region if name in found else
                    result.placement.region_of[name]) for name in seats}
