@@ -235,8 +235,8 @@ def _build(data: dict[str, Any], *, path: str, text: str, base_dir: Path | None 
                           key=dotted, hint=hint)
 
     by_section: dict[str, dict[str, Option]] = {}
-    for opt in OPTIONS:
-        by_section.setdefault(opt.section, {})[opt.key] = opt
+    for option in OPTIONS:
+        by_section.setdefault(option.section, {})[option.key] = option
 
     values: dict[str, dict[str, Any]] = {s: {} for s in ("",) + SECTIONS}
     for key, value in data.items():

@@ -19,14 +19,30 @@ KNOWN_REGIONS: tuple[str, ...] = (
     "ap-northeast-1", "ap-northeast-2", "ap-northeast-3",
 )
 
+# Letters that a hurried typist (or an OCR'd handout) puts where a region's digit goes.
+_LOOK_ALIKE_DIGITS = str.maketrans({"l": "1", "i": "1", "|": "1", "o": "0"})
+
 
 def is_known(region: str) -> bool:
     return region in KNOWN_REGIONS
 
 
 def suggest(region: str) -> str:
-    """A 'did you mean' hint for a mistyped region, or a pointer to the list."""
-    close = difflib.get_close_matches(region, KNOWN_REGIONS, n=1)
+    """A 'did you mean' hint for a mistyped region, or a pointer to the list.
+
+    Look-alikes come first: 'eu-west-l' is eu-west-1 with a letter l, not eu-west-3 (which
+    plain string similarity would pick, as every eu-west-N is one character away), and
+    'eu-west-1a' is a zone of eu-west-1.
+    """
+    cleaned = region.strip().lower().replace("_", "-").replace(" ", "-")
+    head, _, tail = cleaned.rpartition("-")
+    digits = tail.translate(_LOOK_ALIKE_DIGITS)
+    candidates = [cleaned, f"{head}-{digits}" if head else digits,
+                  cleaned[:-1] if cleaned[-1:].isalpha() and len(cleaned) > 1 else ""]
+    for candidate in candidates:
+        if candidate in KNOWN_REGIONS:
+            return f"did you mean {candidate!r}?"
+    close = difflib.get_close_matches(cleaned, KNOWN_REGIONS, n=1)
     if close:
         return f"did you mean {close[0]!r}?"
     return "use a region code such as 'eu-west-1' or 'us-east-1'"
