@@ -43,41 +43,49 @@ def place(seats: Sequence[Seat], regions: Sequence[str],
     """Put every seat in a region.
 
     Seats that already have a machine stay where it is (re-running never moves a seat);
-    pinned seats go where pinned; the rest fill the regions in order of preference, each
-    up to the room its quota leaves.
+    pinned seats go where pinned, room or not (with a note when there is none); the rest
+    fill the regions in order of preference, each up to the room its quota leaves, and
+    the seats that fit nowhere are listed as unplaced.
+
+    A region's room counts the seats it can take *beyond* the machines already running
+    there (``room_from_quota`` subtracts the vCPUs in use), so seats that already have a
+    machine do not use it up a second time.
     """
     room = room or {}
     existing = existing or {}
-    left: dict[str, int | None] = {r: (room[r].seats if r in room else None) for r in regions}
+    left: dict[str, int | None] = {r: None for r in regions}
+    left.update({r: rr.seats for r, rr in room.items()})
     placement = Placement()
 
+    def has_room(region: str) -> bool:
+        free = left.get(region)
+        return free is None or free > 0
+
     def take(region: str) -> None:
-        if left.get(region) is not None:
-            left[region] = left[region] - 1  # type: ignore[operator]
+        free = left.get(region)
+        if free is not None:
+            left[region] = free - 1
 
     for seat in seats:
         if seat.name in existing:
             placement.region_of[seat.name] = existing[seat.name]
-            take(existing[seat.name])
     for seat in seats:
         if seat.name in placement.region_of or not seat.region:
             continue
         placement.region_of[seat.name] = seat.region
-        if seat.region in left and left[seat.region] is not None and left[seat.region] <= 0:  # type: ignore[operator]
+        if not has_room(seat.region):
             placement.notes.append(f"seat {seat.name} is pinned to {seat.region}, "
                                    f"which has no quota room left; it may fail to launch")
         take(seat.region)
     for seat in seats:
         if seat.name in placement.region_of:
             continue
-        for region in regions:
-            free = left.get(region)
-            if free is None or free > 0:
-                placement.region_of[seat.name] = region
-                take(region)
-                break
-        else:
+        region = next((r for r in regions if has_room(r)), None)
+        if region is None:
             placement.unplaced.append(seat.name)
+            continue
+        placement.region_of[seat.name] = region
+        take(region)
     spilled = [r for r in regions if placement.seats_in(r)]
     if len(spilled) > 1 and any(room.get(r) and room[r].seats is not None for r in regions):
         placement.notes.append("seats spill over to the next region when one is full")
