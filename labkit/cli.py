@@ -66,7 +66,7 @@ class Options:
 
 
 console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def common(func: F) -> F:

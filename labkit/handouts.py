@@ -146,6 +146,12 @@ def _create_private_temp(directory: Path, name: str) -> tuple[int, str]:
 # credentials.csv
 
 
+def _spreadsheet_safe(text: str) -> str:
+    """A roster name like ``=HYPERLINK(...)`` must stay text when the sheet is opened in a
+    spreadsheet program: a leading quote keeps it from becoming a formula."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+
+
 def write_credentials_csv(path: Path, cards: Sequence[Card]) -> None:
     """Write credentials.csv: the contract's header, then one row per card, in order.
 
@@ -156,7 +162,9 @@ def write_credentials_csv(path: Path, cards: Sequence[Card]) -> None:
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(CREDENTIAL_FIELDS)
     for card in cards:
-        writer.writerow([getattr(card, field) for field in CREDENTIAL_FIELDS])
+        writer.writerow([_spreadsheet_safe(str(getattr(card, field)))
+                         if field in ("name", "email") else getattr(card, field)
+                         for field in CREDENTIAL_FIELDS])
     _write_private(path, buffer.getvalue().encode("utf-8"))
 
 

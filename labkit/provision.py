@@ -100,15 +100,18 @@ class Provisioner:
     # -- the pipeline -------------------------------------------------------------------
     def run(self) -> Summary:
         config = self.config
-        self.out.mkdir(parents=True, exist_ok=True, mode=0o700)
-        ledger = Ledger.open(self.out / "state.json", config.session)
-        self.ledger = ledger
+        state_path = self.out / "state.json"
+        ledger = Ledger.open(state_path, config.session) if state_path.exists() else None
         existing_regions = {s.seat: s.region for s in ledger.state.seats.values()
-                            if s.instance_id and s.region}
+                            if s.instance_id and s.region} if ledger else {}
+        # Inputs are checked (and the plan refused) before anything is written.
         result = make_plan(config, self.roster_path, offline=False, profile=self.aws.profile,
                            existing=existing_regions)
-        summary = Summary(plan=result, out=self.out)
         self._refuse_bad_plan(result)
+        self.out.mkdir(parents=True, exist_ok=True, mode=0o700)
+        ledger = ledger or Ledger.open(state_path, config.session)
+        self.ledger = ledger
+        summary = Summary(plan=result, out=self.out)
         seats = {s.name: s for s in result.roster.seats}
 
         session_key = ensure_session_key(self.out, config.session)

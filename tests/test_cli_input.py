@@ -187,8 +187,6 @@ def test_verbose_shows_the_traceback_as_well_as_the_message(tmp_path: Path) -> N
     assert sorted(p.name for p in (tmp_path / "loud").iterdir()) == ["roster.csv"]
 
 
-@pytest.mark.xfail(strict=True, reason="cli.py prints errors through rich, which folds a long "
-                                       "path at 80 columns; fix: err_console soft_wrap=True")
 def test_a_long_path_is_printed_whole_so_it_can_be_copied(tmp_path: Path) -> None:
     deep = tmp_path / ("course-materials-" * 3) / "2026-spring-semester-section-b"
     setup(deep, {"roster.csv": GOOD_ROSTER})
