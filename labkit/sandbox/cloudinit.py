@@ -7,8 +7,9 @@ no cloud-init, so this module turns the same inputs into a *seed*: a directory o
 ready files plus a boot script that installs them inside the machine on its first
 boot (later boots after a stop keep what the first one wrote, as on EC2).
 
-Supported cloud-config keys: ``ssh_keys``, ``ssh_authorized_keys``, ``ssh_deletekeys``
-and ``ssh_pwauth``. Other keys are named in the machine's console log as ignored, so a
+Supported cloud-config keys: ``ssh_keys``, ``ssh_authorized_keys``, ``ssh_deletekeys``,
+``ssh_genkeytypes``, ``ssh_pwauth`` and ``disable_root`` (root login is always off, as
+with cloud-init's default). Other keys are named in the machine's console log as ignored, so a
 bootstrap that silently depends on them shows up in rehearsal.
 """
 
@@ -25,7 +26,9 @@ from pathlib import Path
 
 import yaml  # type: ignore[import-untyped]
 
-SUPPORTED_KEYS = frozenset({"ssh_keys", "ssh_authorized_keys", "ssh_deletekeys", "ssh_pwauth"})
+SUPPORTED_KEYS = frozenset({"ssh_keys", "ssh_authorized_keys", "ssh_deletekeys", "ssh_genkeytypes",
+                            "ssh_pwauth", "disable_root"})
+_DEFAULT_KEY_TYPES = ("rsa", "ecdsa", "ed25519")
 
 # cloud-init's names in ssh_keys -> the file sshd expects.
 _HOST_KEY_TYPES = ("rsa", "ecdsa", "ed25519")
@@ -43,6 +46,8 @@ class CloudConfig:
     host_keys: dict[str, str] = field(default_factory=dict)   # file name -> content
     authorized_keys: list[str] = field(default_factory=list)
     password_auth: bool | None = None                        # ssh_pwauth; None: image default
+    delete_host_keys: bool = True                            # ssh_deletekeys
+    generate_key_types: tuple[str, ...] = _DEFAULT_KEY_TYPES  # ssh_genkeytypes, without ssh_keys
     ignored_keys: list[str] = field(default_factory=list)
     note: str = ""                                           # why user-data was not used
 
@@ -85,6 +90,11 @@ def parse_user_data(raw: bytes) -> CloudConfig:
         authorized = [authorized]
     if isinstance(authorized, Sequence):
         config.authorized_keys = [str(k).strip() for k in authorized if str(k).strip()]
+    if isinstance(data.get("ssh_deletekeys"), bool):
+        config.delete_host_keys = data["ssh_deletekeys"]
+    types = data.get("ssh_genkeytypes")
+    if isinstance(types, list):
+        config.generate_key_types = tuple(t for t in map(str, types) if t in _DEFAULT_KEY_TYPES)
     pwauth = data.get("ssh_pwauth")
     if isinstance(pwauth, bool):
         config.password_auth = pwauth
@@ -237,7 +247,11 @@ if [ ! -e "$sem/config_ssh" ]; then
       install -m "$mode" -o root -g root "$f" /etc/ssh/
     done
   else
-    ssh-keygen -A >/dev/null
+    # cloud-init generates host keys only when user-data brings none.
+    for type in $GENERATE_KEY_TYPES; do
+      f=/etc/ssh/ssh_host_${type}_key
+      [ -e "$f" ] || ssh-keygen -q -N '' -t "$type" -f "$f"
+    done
   fi
   # The host's own drop-ins are not the cloud image's: start from Ubuntu's set alone.
   install -d -m 755 /etc/ssh/sshd_config.d
@@ -294,7 +308,8 @@ def write_seed(seed: Path, settings: SeedSettings, config: CloudConfig,
         "LISTEN": " ".join(settings.listen),
         "SSH_DELAY": _format_delay(settings.ssh_delay),
         "DEAD_SSH": "1" if settings.dead_ssh else "0",
-        "DELETE_HOST_KEYS": "1",
+        "DELETE_HOST_KEYS": "1" if config.delete_host_keys else "0",
+        "GENERATE_KEY_TYPES": " ".join(config.generate_key_types),
     }
     _write(seed / "machine.env", "".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items()), 0o600)
     _write(seed / "boot.sh", BOOT_SCRIPT, 0o700)
