@@ -49,7 +49,7 @@ class Options:
     yes: bool
     verbose: bool
 
-    def config(self, *, required: bool = True, fallback_session: str = "labkit-class") -> Config:
+    def config(self, *, required: bool = True, fallback_session: str = "example-class") -> Config:
         """The config, from -c, else ./labkit.toml; without a file, defaults when allowed."""
         if self.config_path:
             return load_config(Path(self.config_path), session_override=self.session)
@@ -258,7 +258,7 @@ def rehearse(opts: Options, roster: str, keep: bool) -> None:
     its printed password, tear down. Costs nothing, touches no AWS account."""
     from labkit import rehearsal
 
-    config = opts.config(required=False, fallback_session="rehearsal")
+    config = opts.config(required=False, fallback_session="example-class")
     failures = rehearsal.run(config, Path(roster), out=opts.out_dir(config).with_name(
         opts.out_dir(config).name + "-rehearsal") if not opts.out else Path(opts.out),
         console=console, verbose=opts.verbose, keep=keep)
