@@ -3,29 +3,57 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
+
+from labkit.errors import InputError
 
 
 def write_private(path: Path, data: bytes | str, *, mode: int = 0o600) -> None:
-    """Write ``path`` atomically with ``mode`` from creation (never chmod after).
+    """Write ``data`` to ``path`` atomically, with ``mode`` from creation.
 
-    A crash leaves either the old file or the new one, never half of one; the temporary
-    file is created 0600 so a password is never readable by others, not even briefly.
+    The temporary file lives in the same directory so ``os.replace`` is a rename on one
+    file system; it is created with its mode by ``os.open`` rather than chmod-ed
+    afterwards, so passwords are never readable by others, not even for a moment. A
+    crash leaves either the old file or the new one, never half of one.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    directory = path.parent
+    fd, tmp_name = _create_temp(directory, path.name, mode)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        with os.fdopen(fd, "wb") as out:
+            out.write(payload)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp_name, path)
     except BaseException:
         try:
-            os.unlink(tmp)
+            os.unlink(tmp_name)
         except FileNotFoundError:
             pass
         raise
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass  # some file systems cannot sync a directory; the rename is still atomic
+    finally:
+        os.close(dir_fd)
+
+
+def _create_temp(directory: Path, name: str, mode: int) -> tuple[int, str]:
+    if not directory.is_dir():
+        raise InputError("the folder does not exist", path=str(directory),
+                         hint="create it first, or pass another --out")
+    # The mode is part of the creation call (O_EXCL: never reuse someone else's file).
+    for _ in range(100):
+        tmp_name = os.path.join(directory, f".{name}.{os.urandom(6).hex()}.tmp")
+        try:
+            fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        except FileExistsError:
+            continue
+        return fd, tmp_name
+    raise FileExistsError(f"could not create a temporary file in {directory}")

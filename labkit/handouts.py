@@ -18,7 +18,6 @@ import csv
 import functools
 import io
 import math
-import os
 import shutil
 import subprocess
 from collections.abc import Callable, Sequence
@@ -38,6 +37,7 @@ from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import LongTable, Paragraph, SimpleDocTemplate, Spacer, TableStyle
 
 from labkit.errors import InputError
+from labkit.files import write_private
 
 __all__ = [
     "CREDENTIAL_FIELDS",
@@ -93,55 +93,6 @@ class Card:
 # Private files
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically, readable by the owner only from the start.
-
-    The temporary file lives in the same directory so ``os.replace`` is a rename on one
-    file system; it is created with 0600 by ``os.open`` rather than chmod-ed afterwards,
-    so the passwords are never readable by others, not even for a moment.
-    """
-    path = Path(path)
-    directory = path.parent
-    fd, tmp_name = _create_private_temp(directory, path.name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
-    try:
-        dir_fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass  # some file systems cannot sync a directory; the rename is still atomic
-    finally:
-        os.close(dir_fd)
-
-
-def _create_private_temp(directory: Path, name: str) -> tuple[int, str]:
-    if not directory.is_dir():
-        raise InputError("the folder does not exist", path=str(directory),
-                         hint="create it first, or pass another --out")
-    # The mode is part of the creation call (O_EXCL: never reuse someone else's file).
-    for _ in range(100):
-        tmp_name = os.path.join(directory, f".{name}.{os.urandom(6).hex()}.tmp")
-        try:
-            fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            continue
-        return fd, tmp_name
-    raise FileExistsError(f"could not create a temporary file in {directory}")
-
-
 # ---------------------------------------------------------------------------------------
 # credentials.csv
 
@@ -165,7 +116,7 @@ def write_credentials_csv(path: Path, cards: Sequence[Card]) -> None:
         writer.writerow([_spreadsheet_safe(str(getattr(card, field)))
                          if field in ("name", "email") else getattr(card, field)
                          for field in CREDENTIAL_FIELDS])
-    _write_private(path, buffer.getvalue().encode("utf-8"))
+    write_private(path, buffer.getvalue().encode("utf-8"))
 
 
 # ---------------------------------------------------------------------------------------
@@ -569,7 +520,7 @@ def render_handouts_pdf(path: Path, cards: Sequence[Card], *, session: str,
         _footer(c, page_w, _handout_footer(session, 1, 1))
         c.showPage()
         c.save()
-        _write_private(path, buffer.getvalue())
+        write_private(path, buffer.getvalue())
         return
 
     grid_x = MARGIN_SIDE
@@ -589,7 +540,7 @@ def render_handouts_pdf(path: Path, cards: Sequence[Card], *, session: str,
         _footer(c, page_w, _handout_footer(session, page + 1, pages))
         c.showPage()
     c.save()
-    _write_private(path, buffer.getvalue())
+    write_private(path, buffer.getvalue())
 
 
 # ---------------------------------------------------------------------------------------
@@ -704,7 +655,7 @@ def render_instructor_sheet_pdf(path: Path, cards: Sequence[Card], *, session: s
     doc.build(story, canvasmaker=_numbered_canvas(
         lambda n, total: (f"session {session} · instructor sheet · page {n} of {total}"
                           " · every password is on it: keep it private")))
-    _write_private(path, buffer.getvalue())
+    write_private(path, buffer.getvalue())
 
 
 def _numbered_canvas(footer: Callable[[int, int], str]) -> type[Canvas]:
