@@ -207,7 +207,9 @@ def start_alongside(prov: Provisioner, seats: dict[str, Seat]) -> ClusterJob:
 
 
 def finish(prov: Provisioner, seats: dict[str, Seat], summary: Summary) -> None:
-    job: ClusterJob = prov.cluster_job
+    job = prov.cluster_job
+    if job is None:
+        return
     job.wait_ids()
     for seat, why in job.failed.items():
         summary.failed.setdefault(seat, why)

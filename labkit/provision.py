@@ -17,6 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from labkit import bootstrap as ssh
 from labkit import outputs, secrets
@@ -31,6 +32,9 @@ from labkit.plan import next_region
 from labkit.roster import Seat
 from labkit.state import Ledger
 from labkit.templating import render
+
+if TYPE_CHECKING:
+    from labkit.clusters import ClusterJob
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +90,13 @@ class Provisioner:
         self._region_lock = threading.Lock()
         self._region_ready: dict[str, threading.Event] = {}
         self._region_error: dict[str, Exception] = {}
+        # Filled as the pipeline runs (and by labkit.clusters' hooks).
+        self.ledger: Ledger
+        self.plan_placement_for_clusters: dict[str, str] = {}
+        self.instance_profiles: dict[str, str] = {}
+        self.stale_confs: set[str] = set()
+        self.cluster_job: ClusterJob | None = None
+        self.materials_url = self.materials_sha = self.materials_name = ""
 
     @classmethod
     def for_session(cls, config: Config, ledger: Ledger, out: Path, aws: Aws) -> Provisioner:
@@ -316,7 +327,7 @@ class Provisioner:
             ec2.start(self.aws, region, ids)
 
     def instance_profile_arn(self, seat: str) -> str:
-        return getattr(self, "instance_profiles", {}).get(seat, "")
+        return self.instance_profiles.get(seat, "")
 
     def _launch_one(self, seat: Seat, first_region: str) -> str:
         """Launch a seat's machine; on capacity try the next zone, then the next region."""
@@ -449,7 +460,7 @@ class Provisioner:
                 summary.bootstrapped.append(name)
 
     def _await_cluster_ids(self) -> None:
-        job = getattr(self, "cluster_job", None)
+        job = self.cluster_job
         if job is not None:
             job.wait_ids()
 

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def rehearsal_toml(config: Config, images: dict[str, str], ssh_config: Path) -> 
         "stable_addresses": config.stable_addresses, "course_title": config.course_title,
         "page_size": config.page_size,
     }
-    sections = {
+    sections: dict[str, Mapping[str, object]] = {
         "images": images,
         "bootstrap": {"apt_packages": list(b.apt_packages), "pip_packages": list(b.pip_packages),
                       "materials": materials, "commands": list(b.commands)},
