@@ -62,7 +62,10 @@ class Course:
     def write(self, students: Sequence[str] | Sequence[dict[str, str]], *,
               regions: Sequence[str] | None = None, emr_mode: str = "none",
               apt: Sequence[str] = (), pip: Sequence[str] = (), parallel: int = 32,
-              ssh_wait_seconds: int = 60, extra: str = "", **top: Any) -> None:
+              ssh_wait_seconds: int = 60, extra: str = "", materials: str = "",
+              emr: dict[str, Any] | None = None, **top: Any) -> None:
+        """``materials`` goes to [bootstrap], ``emr`` adds keys to [emr]; ``extra`` is raw
+        TOML appended after [budget]; other keywords are top-level keys."""
         rows = [s if isinstance(s, dict) else {"student_id": s} for s in students]
         cols = ["student_id", "name", "email", "group", "region"]
         with open(self.dir / "roster.csv", "w", newline="", encoding="utf-8") as f:
@@ -79,7 +82,10 @@ class Course:
                                      for r in self.cloud.regions]
         lines += ["", "[bootstrap]", f"apt_packages = {_toml(list(apt))}",
                   f"pip_packages = {_toml(list(pip))}"]
-        lines += ["", "[emr]", f"mode = {_toml(emr_mode)}", "instance_count = 2"]
+        if materials:
+            lines.append(f"materials = {_toml(materials)}")
+        emr_values = {"mode": emr_mode, "instance_count": 2, **(emr or {})}
+        lines += ["", "[emr]"] + [f"{k} = {_toml(v)}" for k, v in emr_values.items()]
         lines += ["", "[budget]", "max_hourly_usd = 10000.0"]
         (self.dir / "labkit.toml").write_text("\n".join(lines) + "\n" + extra)
 
