@@ -5,6 +5,12 @@ client" and the assertions are about what a student or labkit would notice on a
 machine: it answers SSH at its address with the host key from its user-data, sudo
 works and stays on that machine, a stopped machine keeps its files, a terminated one
 is gone, and the instructor's secrets never show inside.
+
+Each machine is reached two ways, and both are tested: port 22 of its public and
+private address (on lo in the sandbox network: plain ``ssh``, and labkit's per-seat
+``Host seat1 / HostName <address>`` wrapper), and 127.0.0.1:<its port>, where the
+sandbox's ssh_config maps its addresses and instance id (paramiko's lookup, labkit's
+own ``open_connection``, ``ssh -F`` with HostKeyAlias).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import base64
 import io
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,7 +36,9 @@ from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from labkit.sandbox import Sandbox, ssh_answers
+from labkit.bootstrap import SshFailure, Target, open_connection
+from labkit.sandbox import Machine, Sandbox, ssh_answers
+from labkit.sandbox.cloud import ssh_config_text
 
 REGIONS = ("eu-west-1", "us-east-1")
 UBUNTU_2404 = "/aws/service/canonical/ubuntu/server/24.04/stable/current/amd64/hvm/ebs-gp3/ami-id"
@@ -102,15 +111,33 @@ class Fleet:
             ids.append(instance_id)
         return ids
 
-    def known_hosts(self, instance_ids: list[str]) -> Path:
+    def known_hosts(self, instance_ids: list[str], *, public_only: bool = False,
+                    key: KeyPair | None = None) -> Path:
+        """A known_hosts file: each machine's key (or ``key``) under its addresses, or
+        under its public address alone (what HostKeyAlias looks up)."""
         path = self.tmp / f"known_hosts-{uuid.uuid4().hex[:8]}"
         lines = []
         for instance_id in instance_ids:
             machine = self.cloud.machine(instance_id)
-            for address in machine.addresses:
-                lines.append(f"{address} {self.host_keys[instance_id].public_openssh}\n")
+            for address in machine.addresses[:1] if public_only else machine.addresses:
+                lines.append(f"{address} {(key or self.host_keys[instance_id]).public_openssh}\n")
         path.write_text("".join(lines))
         return path
+
+    def target(self, instance_id: str, host: str, *, host_key: KeyPair | None = None) -> Target:
+        """What labkit builds for a seat on the sandbox: ssh_config = the sandbox's file."""
+        return Target(seat="seat1", host=host, username="ubuntu",
+                      host_key=(host_key or self.host_keys[instance_id]).public_openssh,
+                      key_file=self.login_path, ssh_config=str(self.cloud.ssh_config_path))
+
+    def ssh(self, config: Path | str, destination: str, known: Path, command: str
+            ) -> subprocess.CompletedProcess[str]:
+        """Real OpenSSH, strict about host keys, never prompting."""
+        return subprocess.run(
+            ["ssh", "-F", str(config), "-i", str(self.login_path), "-o", "IdentitiesOnly=yes",
+             "-o", f"UserKnownHostsFile={known}", "-o", "GlobalKnownHostsFile=/dev/null",
+             "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", destination, command],
+            capture_output=True, text=True, timeout=30, check=False)
 
     def connect(self, instance_id: str, *, host_key: KeyPair | None = None,
                 password: str | None = None) -> paramiko.SSHClient:
@@ -176,6 +203,24 @@ def first_in(fleet: Fleet, region: str, skip: int = 0) -> str:
     return [i for i, r in fleet.regions.items() if r == region][skip]
 
 
+def server_end(ssh_connection: str) -> tuple[str, int]:
+    """The server address and port of an $SSH_CONNECTION line: the route actually taken."""
+    _, _, address, port = ssh_connection.split()
+    return address, int(port)
+
+
+def private_is_its_own(cloud: Sandbox, machine: Machine) -> bool:
+    """Whether no other machine has the same private address (two regions' default VPCs
+    may hand out the same one; the sandbox gives it to the first machine)."""
+    return all(m.private_address != machine.private_address
+               for i, m in cloud.machines().items() if i != machine.instance_id)
+
+
+def config_block(machine: Machine, names: list[str]) -> str:
+    return (f"Host {' '.join(names)}\n  HostName 127.0.0.1\n  Port {machine.port}\n"
+            f"  HostKeyAlias {machine.address}\n  User ubuntu\n")
+
+
 def test_every_machine_answers_with_its_pinned_host_key(fleet: Fleet) -> None:
     ids = list(fleet.host_keys)[:FLEET_SIZE]
 
@@ -195,19 +240,110 @@ def test_every_machine_answers_with_its_pinned_host_key(fleet: Fleet) -> None:
         fleet.connect(ids[0], host_key=fleet.host_keys[other])
 
 
+def test_ssh_config_maps_every_address_and_id_to_the_machines_port(fleet: Fleet) -> None:
+    cloud = fleet.cloud
+    machines = [cloud.machine(i) for i in fleet.host_keys]
+    ports = [m.port for m in machines]
+    assert len(set(ports)) == len(ports) and 22 not in ports
+    text = cloud.ssh_config_path.read_text()
+    config = paramiko.SSHConfig.from_path(str(cloud.ssh_config_path))
+    for machine in machines:
+        names = [machine.address, machine.instance_id]
+        if private_is_its_own(cloud, machine):
+            names.insert(1, machine.private_address)
+        assert config_block(machine, names) in text
+        for name in names:
+            found = config.lookup(name)
+            assert (found["hostname"], found["port"], found["hostkeyalias"], found["user"]) == (
+                "127.0.0.1", str(machine.port), machine.address, "ubuntu"), name
+    # Every private address is mapped exactly once, to a machine that has it.
+    for machine in machines:
+        found = config.lookup(machine.private_address)
+        owners = [m for m in machines if m.port == int(found["port"])]
+        assert len(owners) == 1 and owners[0].private_address == machine.private_address
+
+
+def test_a_shared_private_address_is_mapped_to_the_machine_holding_it(tmp_path: Path) -> None:
+    # Two regions' default VPCs may give two machines one private address; only one of
+    # them can have it on lo, and the config must send `ssh <it>` to that same machine.
+    def machine(instance_id: str, region: str, public: str, port: int) -> Machine:
+        return Machine(instance_id=instance_id, region=region, address=public,
+                       private_address="172.31.0.5", port=port, pid=1, root=tmp_path,
+                       log_path=tmp_path / "log")
+
+    first = machine("i-0aaa", "eu-west-1", "54.214.1.10", 20001)
+    second = machine("i-0bbb", "us-east-1", "54.214.1.11", 20002)
+    held = {"i-0aaa": ["54.214.1.10"], "i-0bbb": ["54.214.1.11", "172.31.0.5"]}
+    path = tmp_path / "ssh_config"
+    path.write_text(ssh_config_text([second, first], held, "ubuntu"))
+    text = path.read_text()
+    assert config_block(first, ["54.214.1.10", "i-0aaa"]) in text
+    assert config_block(second, ["54.214.1.11", "172.31.0.5", "i-0bbb"]) in text
+    assert "# 172.31.0.5 is another machine's here" in text
+    assert text.index("Host 54.214.1.10") < text.index("Host 54.214.1.11")    # by region
+    assert paramiko.SSHConfig.from_path(str(path)).lookup("172.31.0.5")["port"] == "20002"
+
+
+def test_labkit_connects_through_the_sandbox_ssh_config(fleet: Fleet) -> None:
+    instance_id = first_in(fleet, REGIONS[0], skip=2)
+    machine = fleet.cloud.machine(instance_id)
+    conn = open_connection(fleet.target(instance_id, machine.address))
+    try:
+        assert (conn.host, conn.port) == ("127.0.0.1", machine.port)
+        assert conn.client.get_transport().getpeername() == ("127.0.0.1", machine.port)
+        out = conn.run("hostname; echo $SSH_CONNECTION", hide=True, in_stream=False).stdout
+        hostname, route = out.splitlines()
+        assert hostname == "ip-" + machine.private_address.replace(".", "-")
+        assert server_end(route) == ("127.0.0.1", machine.port)
+    finally:
+        conn.close()
+    # The pin holds on this route too: another machine's key is refused.
+    other = first_in(fleet, REGIONS[0], skip=3)
+    with pytest.raises(SshFailure, match="host key mismatch"):
+        open_connection(fleet.target(instance_id, machine.address,
+                                     host_key=fleet.host_keys[other])).close()
+
+
+def test_openssh_follows_the_sandbox_ssh_config_with_host_key_alias(fleet: Fleet) -> None:
+    cloud = fleet.cloud
+    instance_id = first_in(fleet, REGIONS[1], skip=2)
+    machine = cloud.machine(instance_id)
+    known = fleet.known_hosts([instance_id], public_only=True)     # the key under 54.x only
+    names = [machine.address, instance_id]
+    if private_is_its_own(cloud, machine):
+        names.append(machine.private_address)
+    for name in names:
+        result = fleet.ssh(cloud.ssh_config_path, f"ubuntu@{name}", known,
+                           "hostname; echo $SSH_CONNECTION")
+        assert result.returncode == 0, (name, result.stderr)
+        hostname, route = result.stdout.splitlines()
+        assert hostname == "ip-" + machine.private_address.replace(".", "-")
+        assert server_end(route) == ("127.0.0.1", machine.port), name
+    # A key the pin does not know is refused on this route as well.
+    wrong = fleet.known_hosts([instance_id], public_only=True, key=new_key())
+    refused = fleet.ssh(cloud.ssh_config_path, f"ubuntu@{machine.address}", wrong, "true")
+    assert refused.returncode == 255
+    assert "HOST IDENTIFICATION HAS CHANGED" in refused.stderr
+
+
 def test_openssh_reaches_a_seat_through_a_labkit_style_config(fleet: Fleet) -> None:
     instance_id = first_in(fleet, REGIONS[1])
     machine = fleet.cloud.machine(instance_id)
-    known = fleet.known_hosts([instance_id])
+    known = fleet.known_hosts([instance_id], public_only=True)
+    # The shape of labkit's per-seat file (labkit.outputs.ssh_config_text). `Host 54...`
+    # in the Included sandbox file does not match `seat1`, so this goes to port 22 of
+    # the address, on lo.
     wrapper = fleet.tmp / "seat_config"
     wrapper.write_text(
-        f"Host seat1\n  HostName {machine.address}\n  User ubuntu\n"
-        f"  IdentityFile {fleet.login_path}\n  UserKnownHostsFile {known}\n"
-        f"  StrictHostKeyChecking yes\n  BatchMode yes\nInclude {fleet.cloud.ssh_config_path}\n")
-    seat = subprocess.run(["ssh", "-F", str(wrapper), "seat1", "hostname"],
-                          capture_output=True, text=True, timeout=30, check=False)
+        f"Host seat1\n  HostName {machine.address}\n  HostKeyAlias {machine.address}\n"
+        f"  User ubuntu\n  IdentityFile {fleet.login_path}\n  IdentitiesOnly yes\n"
+        f"  UserKnownHostsFile {known}\n  StrictHostKeyChecking yes\n\n"
+        f"Include {fleet.cloud.ssh_config_path}\n")
+    seat = fleet.ssh(wrapper, "seat1", known, "hostname; echo $SSH_CONNECTION")
     assert seat.returncode == 0, seat.stderr
-    assert seat.stdout.strip() == "ip-" + machine.private_address.replace(".", "-")
+    hostname, route = seat.stdout.splitlines()
+    assert hostname == "ip-" + machine.private_address.replace(".", "-")
+    assert server_end(route) == (machine.address, 22)
 
     # paramiko reads the same file (it ignores Include, and needs nothing from it).
     found = paramiko.SSHConfig.from_path(str(wrapper)).lookup("seat1")
@@ -220,22 +356,17 @@ def test_openssh_reaches_a_seat_through_a_labkit_style_config(fleet: Fleet) -> N
                    timeout=10)
     client.close()
 
-    # Both addresses answer to a plain `ssh -F <sandbox config>`; a key the pin does not
-    # know is refused.
+    # With no config at all, both addresses answer on port 22, as on EC2; a key the pin
+    # does not know is refused.
+    both = fleet.known_hosts([instance_id])
     for address in machine.addresses:
-        direct = subprocess.run(
-            ["ssh", "-F", str(fleet.cloud.ssh_config_path), "-i", str(fleet.login_path),
-             "-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes",
-             "-o", "BatchMode=yes", f"ubuntu@{address}", "true"],
-            capture_output=True, text=True, timeout=30, check=False)
+        if address == machine.private_address and not private_is_its_own(fleet.cloud, machine):
+            continue
+        direct = fleet.ssh("/dev/null", f"ubuntu@{address}", both, "echo $SSH_CONNECTION")
         assert direct.returncode == 0, direct.stderr
-    stranger = fleet.tmp / "known_hosts_wrong"
-    stranger.write_text(f"{machine.address} {new_key().public_openssh}\n")
-    refused = subprocess.run(
-        ["ssh", "-F", "/dev/null", "-i", str(fleet.login_path),
-         "-o", f"UserKnownHostsFile={stranger}", "-o", "StrictHostKeyChecking=yes",
-         "-o", "BatchMode=yes", f"ubuntu@{machine.address}", "true"],
-        capture_output=True, text=True, timeout=30, check=False)
+        assert server_end(direct.stdout.strip()) == (address, 22)
+    stranger = fleet.known_hosts([instance_id], key=new_key())
+    refused = fleet.ssh("/dev/null", f"ubuntu@{machine.address}", stranger, "true")
     assert refused.returncode == 255
     assert "HOST IDENTIFICATION HAS CHANGED" in refused.stderr
 
@@ -314,17 +445,44 @@ def test_capacity_and_quota_refuse_launches_as_ec2_does(fleet: Fleet) -> None:
 
 def test_terminate_takes_the_machine_away(fleet: Fleet) -> None:
     region = REGIONS[1]
-    [instance_id] = fleet.launch(region)
-    fleet.cloud.wait_for_ssh([instance_id])
-    machine = fleet.cloud.machine(instance_id)
-    assert instance_id in fleet.cloud.ssh_config_path.read_text()
+    path = fleet.cloud.ssh_config_path
+    # Someone reading the file the whole time (labkit does, per attempt) only ever sees
+    # whole files: every Host block complete.
+    reads: list[str] = []
+    done = threading.Event()
 
-    ec2(fleet.cloud, region).terminate_instances(InstanceIds=[instance_id])
-    fleet.cloud.wait_until_gone(instance_id)
+    def reader() -> None:
+        while not done.is_set():
+            reads.append(path.read_text())
+
+    watcher = threading.Thread(target=reader)
+    watcher.start()
+    try:
+        [instance_id] = fleet.launch(region)
+        fleet.cloud.wait_for_ssh([instance_id])
+        machine = fleet.cloud.machine(instance_id)
+        text = path.read_text()
+        assert config_block(machine, [machine.address, *(
+            [machine.private_address] if private_is_its_own(fleet.cloud, machine) else []),
+            instance_id]) in text
+
+        ec2(fleet.cloud, region).terminate_instances(InstanceIds=[instance_id])
+        fleet.cloud.wait_until_gone(instance_id)
+    finally:
+        done.set()
+        watcher.join()
     assert not ssh_answers(machine.address, 22)
     assert not ssh_answers("127.0.0.1", machine.port)
-    assert instance_id not in fleet.cloud.ssh_config_path.read_text()
+    text = path.read_text()
+    assert instance_id not in text and f"{machine.address} " not in text
+    assert f"Port {machine.port}\n" not in text
+    assert paramiko.SSHConfig.from_path(str(path)).lookup(machine.address)["hostname"] == machine.address
     assert not Path(f"/proc/{machine.pid}").exists()
+    assert any(instance_id in r for r in reads)
+    for text in reads:
+        assert text.startswith("# labkit sandbox") and text.endswith("\n")
+        blocks = text.split("\nHost ")[1:]
+        assert blocks and all(b.count("\n  ") == 4 for b in blocks)
 
 
 def test_stop_then_start_keeps_files_password_and_host_key(fleet: Fleet) -> None:
@@ -355,12 +513,23 @@ def test_stop_then_start_keeps_files_password_and_host_key(fleet: Fleet) -> None
     client.stop_instances(InstanceIds=[instance_id])
     fleet.cloud.wait_until_gone(instance_id)
     assert not ssh_answers(before.address, 22)
+    assert not ssh_answers("127.0.0.1", before.port)
+    assert instance_id not in fleet.cloud.ssh_config_path.read_text()    # stopped: unmapped
     client.start_instances(InstanceIds=[instance_id])
     fleet.cloud.wait_for_ssh([instance_id])
     after = fleet.cloud.machine(instance_id)
     assert after.address != before.address            # a new public address, as on EC2
     assert fleet.run(instance_id, "cat ~/notes.txt") == (0, "kept\n")
     fleet.connect(instance_id, password="Correct-Horse-7").close()
+    # The config now maps the new address (and not the old one) to the new port, and
+    # labkit, reading it afresh, gets there with the same pinned key.
+    text = fleet.cloud.ssh_config_path.read_text()
+    assert f"Host {after.address} " in text and f"{before.address} " not in text
+    conn = open_connection(fleet.target(instance_id, after.address))
+    try:
+        assert conn.client.get_transport().getpeername() == ("127.0.0.1", after.port)
+    finally:
+        conn.close()
 
 
 def test_ssh_delay_and_dead_ssh(tmp_path: Path) -> None:
@@ -380,8 +549,13 @@ def test_ssh_delay_and_dead_ssh(tmp_path: Path) -> None:
         ok, dead = cloud.machine(ids["seat-ok"]), cloud.machine(ids["seat-dead"])
         booted = time.monotonic()
         assert not ssh_answers(ok.address, 22)        # still "booting"
+        assert not ssh_answers("127.0.0.1", ok.port)
+        # Mapped from boot, as an instance has its address before SSH answers.
+        assert f"Host {ok.address} " in cloud.ssh_config_path.read_text()
         cloud.wait_for_ssh([ids["seat-ok"]], timeout=20)
         assert time.monotonic() - booted > 1.0
+        assert ssh_answers(ok.address, 22) and ssh_answers("127.0.0.1", ok.port)
         assert dead.dead_ssh and not ok.dead_ssh
         assert not ssh_answers(dead.address, 22)
+        assert not ssh_answers("127.0.0.1", dead.port)
         assert cloud.run_in(ids["seat-dead"], ["true"]).returncode == 0   # the machine itself is up

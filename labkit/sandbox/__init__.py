@@ -7,8 +7,13 @@ thing in the process (before any thread starts), then::
         env = cloud.environ()          # AWS_ENDPOINT_URL etc.; os.environ untouched
         ...
 
+Every machine's sshd answers on port 22 of its public and private address (put on
+``lo``) and on ``127.0.0.1:<its own port>``; ``cloud.ssh_config_path`` maps each
+machine's addresses and instance id to that port (``HostName 127.0.0.1``, ``Port``,
+``HostKeyAlias <public address>``), and is what labkit's ``ssh_config`` points at.
+
 ``python -m labkit.sandbox --workdir DIR --regions a,b -- CMD...`` runs a command
-against a sandbox from the shell.
+against a sandbox from the shell (``LABKIT_SANDBOX_SSH_CONFIG`` names that file).
 """
 
 from labkit.sandbox.cloud import InstanceView, Sandbox, ssh_answers

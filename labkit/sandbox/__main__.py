@@ -82,7 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"sandbox up; in this process's network only. Endpoint {sandbox.endpoint_url}")
             for key, value in sandbox.aws_env().items():
                 print(f"  {key}={shlex.quote(value)}")
-            print(f"  images: {sandbox.images()}\nCtrl-C to stop.")
+            print(f"  images: {sandbox.images()}\n  ssh: ssh -F {sandbox.ssh_config_path} "
+                  f"{sandbox.login_user}@<address or instance id>\nCtrl-C to stop.")
             done = threading.Event()
 
             def stop(signum: int, frame: FrameType | None) -> None:

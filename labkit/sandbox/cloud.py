@@ -9,10 +9,34 @@
   when moto says running, killed when stopped (its disk kept), deleted when
   terminated, restarted on reboot.
 
-Each machine answers SSH on port 22 of its public and its private address, which the
-sandbox puts on ``lo``, exactly as a seat does on EC2, so labkit connects as it would
-to AWS, with no client-side mapping. ``ssh_config_path`` lists the machines for people
-poking around (``ssh -F <it> i-0abc...``).
+How a machine is reached: its sshd listens on two kinds of address at once.
+
+* Port 22 of its public and its private address, which the sandbox puts on ``lo``
+  while the machine runs, as a seat answers on EC2: ``ssh ubuntu@54.214.1.10`` works
+  with no client config at all, and so does a name whose ``HostName`` is the address
+  (the ``Host seat1 / HostName 54.214.1.10 / ... / Include <sandbox config>`` file
+  labkit writes for a session).
+* 127.0.0.1 on a port of its own (``Machine.port``, outside the ephemeral range, new
+  each boot). ``ssh_config_path`` maps the machine's public address, private address
+  and instance id to it::
+
+      Host 54.214.1.10 10.0.3.4 i-0123
+        HostName 127.0.0.1
+        Port 40123
+        HostKeyAlias 54.214.1.10
+        User ubuntu
+
+  so ``ssh -F <it> ubuntu@54.214.1.10`` (or ``...@10.0.3.4``, or ``i-0123``) and
+  labkit with ``ssh_config = <it>`` (paramiko reads the file afresh per attempt and
+  pins the host key under ``127.0.0.1`` and ``[127.0.0.1]:port``) go through the port;
+  OpenSSH still checks the key under the public address (``HostKeyAlias``). The file
+  is rewritten atomically (a new file renamed over the old) whenever a machine comes
+  up, stops or is terminated, and so also when a start gives it a new address; a
+  machine is in it from boot, before its sshd answers, as an instance has its address
+  on EC2 before SSH is up.
+
+Host patterns match the name given to ssh, not a ``HostName`` another file set, so the
+session wrapper's ``Host seat1`` goes to the public address's port 22, not the port.
 """
 
 from __future__ import annotations
@@ -123,8 +147,9 @@ class Sandbox:
         self._reboots: set[str] = set()
         self._dead: dict[str, bool] = {}
         self._boot_count = 0
-        self._ports: set[int] = set()
+        self._ports: dict[str, int] = {}                    # instance id -> its 127.0.0.1 port
         self._addresses: dict[str, list[str]] = {}          # instance id -> addresses on lo
+        self._halting: set[str] = set()                     # being taken down right now
         self._failed: dict[str, str] = {}                   # instance id -> state it failed in
         self._seen_regions: set[str] = set()
         self._images: dict[str, str] = {}
@@ -241,6 +266,9 @@ class Sandbox:
             for address in addresses:
                 netns.release_address(address, instance_id)
         self._addresses.clear()
+        for instance_id, port in self._ports.items():
+            netns.release_port(port, instance_id)
+        self._ports.clear()
         self._machines.clear()
         self._processes.clear()
         if self._proxy is not None:
@@ -319,20 +347,27 @@ class Sandbox:
             time.sleep(0.05)
 
     def wait_for_ssh(self, instance_ids: Iterable[str], timeout: float = 60.0) -> None:
-        """Wait until each instance's sshd sends its banner on its address, port 22."""
+        """Wait until each instance's sshd sends its banner both ways it is reached: on
+        port 22 of its address and on 127.0.0.1:<its port> (where ssh_config sends it)."""
         deadline = time.monotonic() + timeout
         for instance_id in instance_ids:
             machine = self.machine(instance_id, max(deadline - time.monotonic(), 0.1))
-            while not ssh_answers(machine.address, 22):
-                if time.monotonic() > deadline:
-                    raise SandboxError(f"{instance_id}: SSH did not answer at {machine.address} "
-                                       f"in {timeout:.0f} s; see {machine.log_path}")
-                time.sleep(0.05)
+            routes = [(a, 22) for a in (machine.address,) if a] + [("127.0.0.1", machine.port)]
+            for address, port in routes:
+                while not ssh_answers(address, port):
+                    if time.monotonic() > deadline:
+                        raise SandboxError(f"{instance_id}: SSH did not answer at {address}:{port} "
+                                           f"in {timeout:.0f} s; see {machine.log_path}")
+                    time.sleep(0.05)
 
     def wait_until_gone(self, instance_id: str, timeout: float = 30.0) -> None:
-        """Wait for the reconcile loop to take the instance's machine down."""
+        """Wait for the reconcile loop to take the instance's machine down: out of
+        ssh_config, its processes dead, its addresses off ``lo``."""
         deadline = time.monotonic() + timeout
-        while instance_id in self.machines():
+        while True:
+            with self._lock:
+                if instance_id not in self._machines and instance_id not in self._halting:
+                    return
             if time.monotonic() > deadline:
                 raise SandboxError(f"the machine of {instance_id} is still up after {timeout:.0f} s")
             self._wake.set()
@@ -412,7 +447,6 @@ class Sandbox:
         for region in regions:
             for view in self._describe(region):
                 views[view.instance_id] = view
-        changed = False
         with self._lock:
             known = dict(self._processes)
             running = set(self._machines)
@@ -429,7 +463,6 @@ class Sandbox:
                 if instance_id in reboots and instance_id in running:
                     self._halt(instance_id, delete=False)
                     running.discard(instance_id)
-                    changed = True
                 if instance_id not in running and instance_id not in starting:
                     with self._lock:
                         self._starting.add(instance_id)
@@ -437,12 +470,8 @@ class Sandbox:
                     self._pool.submit(self._boot_guarded, view)
             elif instance_id in running or (view.state == "terminated" and instance_id in known):
                 self._halt(instance_id, delete=view.state == "terminated")
-                changed = True
         for instance_id in set(known) - set(views):
             self._halt(instance_id, delete=True)
-            changed = True
-        if changed:
-            self._write_ssh_config()
 
     def _describe(self, region: str) -> list[InstanceView]:
         views: list[InstanceView] = []
@@ -469,6 +498,9 @@ class Sandbox:
                 self._failed[view.instance_id] = view.state
                 for address in self._addresses.pop(view.instance_id, []):
                     netns.release_address(address, view.instance_id)
+                port = self._ports.pop(view.instance_id, None)
+                if port is not None:
+                    netns.release_port(port, view.instance_id)
                 process = self._processes.get(view.instance_id)
             if process is not None:
                 process.kill()
@@ -503,8 +535,11 @@ class Sandbox:
                           "this one is not reachable there")
         with self._lock:
             self._addresses[view.instance_id] = mine
-            port = _free_port(self._ports)
-            self._ports.add(port)
+            old = self._ports.pop(view.instance_id, None)
+            if old is not None:
+                netns.release_port(old, view.instance_id)
+            port = netns.claim_port(view.instance_id)
+            self._ports[view.instance_id] = port
             listen = [f"127.0.0.1:{port}", *(f"{a}:22" for a in mine)]
             process = self._processes.get(view.instance_id) or MachineProcess(
                 instance_id=view.instance_id, region=view.region,
@@ -530,25 +565,33 @@ class Sandbox:
             root=Path(f"/proc/{process.pid}/root"), log_path=process.log_path, dead_ssh=dead)
         with self._lock:
             self._machines[view.instance_id] = machine
-        self._write_ssh_config()
+            self._write_ssh_config()
         self._log(f"{view.instance_id} ({view.region}) up at {', '.join(mine) or '-'}, "
                   f"127.0.0.1:{port}{' (dead SSH)' if dead else ''}")
 
     def _halt(self, instance_id: str, *, delete: bool) -> None:
+        # Out of ssh_config first, then down; wait_until_gone returns only after both.
         with self._lock:
-            machine = self._machines.pop(instance_id, None)
+            self._halting.add(instance_id)
+            self._machines.pop(instance_id, None)
             process = self._processes.get(instance_id)
             if delete:
                 self._processes.pop(instance_id, None)
             addresses = self._addresses.pop(instance_id, [])
-            if machine is not None:
-                self._ports.discard(machine.port)
-        if process is not None:
-            process.kill()
-            if delete:
-                process.delete_disk()
-        for address in addresses:
-            netns.release_address(address, instance_id)
+            port = self._ports.pop(instance_id, None)
+            self._write_ssh_config()
+        try:
+            if process is not None:
+                process.kill()
+                if delete:
+                    process.delete_disk()
+            for address in addresses:
+                netns.release_address(address, instance_id)
+            if port is not None:
+                netns.release_port(port, instance_id)
+        finally:
+            with self._lock:
+                self._halting.discard(instance_id)
         self._log(f"{instance_id} {'deleted' if delete else 'stopped'}")
 
     def _is_dead(self, view: InstanceView) -> bool:
@@ -597,21 +640,14 @@ class Sandbox:
             return client
 
     def _write_ssh_config(self) -> None:
-        """Rewrite ssh_config_path atomically: a reader never sees half a file."""
-        machines = sorted(self.machines().values(), key=lambda m: (m.region, m.instance_id))
-        lines = [
-            "# labkit sandbox machines. Each listens on port 22 of its public and private",
-            "# address inside the sandbox network, as on EC2, so `ssh ubuntu@<address>`",
-            "# needs nothing from this file. The Host entries are shortcuts by instance id.",
-        ]
-        for m in machines:
-            lines += ["", f"Host {m.instance_id}", f"  HostName {m.address}",
-                      f"  User {self.login_user}",
-                      (f"  # {m.region}; private {m.private_address or '-'}; "
-                       f"sshd also on 127.0.0.1:{m.port}{'; SSH dead by design' if m.dead_ssh else ''}")]
-        text = "\n".join(lines) + "\n"
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        """Rewrite ssh_config_path atomically: a reader never sees half a file.
+
+        Called on every change of the running machines, with the lock held throughout,
+        so the last file written is always the one for the current machines.
+        """
         with self._lock:
+            text = ssh_config_text(self._machines.values(), self._addresses, self.login_user)
+            self.workdir.mkdir(parents=True, exist_ok=True)
             tmp = self.ssh_config_path.with_name(f".{self.ssh_config_path.name}.{os.getpid()}.tmp")
             tmp.write_text(text)
             os.replace(tmp, self.ssh_config_path)
@@ -623,6 +659,53 @@ class Sandbox:
                     f.write(f"{time.strftime('%H:%M:%S')} {message}\n")
             except OSError:
                 pass
+
+
+_SSH_CONFIG_HEADER = """\
+# labkit sandbox: how to reach each machine; rewritten whenever one comes up, stops or
+# is terminated (a start may give it a new address).
+# Every machine's sshd listens on 127.0.0.1 at the Port below, and the Host line maps
+# its public address, private address and instance id there:
+# `ssh -F <this file> ubuntu@<address>` and labkit (ssh_config = this file) use it.
+# OpenSSH checks the host key under the public address (HostKeyAlias).
+# The same sshd also listens on port 22 of those addresses (on lo in the sandbox
+# network), so a name that matches no Host line here but has the address as HostName
+# (a seat in labkit's session ssh_config, which Includes this file) goes there.
+"""
+
+
+def ssh_config_text(machines: Iterable[Machine], held: Mapping[str, Sequence[str]],
+                    login_user: str) -> str:
+    """The sandbox's OpenSSH client config for these machines (see the module docstring).
+
+    ``held`` is instance id -> the addresses it holds on ``lo``. An address two machines
+    share (private addresses of two regions' default VPCs may coincide) is listed once,
+    for the machine holding it, so ``ssh <address>`` reaches the same machine both ways.
+    """
+    ordered = sorted(machines, key=lambda m: (m.region, m.instance_id))
+    owner: dict[str, str] = {}
+    for m in ordered:
+        for address in held.get(m.instance_id, ()):
+            owner.setdefault(address, m.instance_id)
+    for m in ordered:
+        for address in m.addresses:
+            owner.setdefault(address, m.instance_id)
+    blocks = [_SSH_CONFIG_HEADER]
+    for m in ordered:
+        names = [a for a in m.addresses if owner[a] == m.instance_id]
+        lo = ", ".join(f"{a}:22" for a in held.get(m.instance_id, ())) or "no address on lo"
+        lines = [f"# {m.instance_id} ({m.region}): sshd on 127.0.0.1:{m.port}; {lo}"]
+        lines += [f"# {a} is another machine's here" for a in m.addresses if a not in names]
+        if m.dead_ssh:
+            lines.append("# SSH never answers on this machine (dead_ssh)")
+        lines += [f"Host {' '.join([*names, m.instance_id])}",
+                  "  HostName 127.0.0.1",
+                  f"  Port {m.port}"]
+        if m.address:
+            lines.append(f"  HostKeyAlias {m.address}")
+        lines.append(f"  User {login_user}")
+        blocks.append("\n".join(lines) + "\n")
+    return "\n".join(blocks)
 
 
 def ssh_answers(address: str, port: int, timeout: float = 1.0) -> bool:

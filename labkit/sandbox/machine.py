@@ -86,13 +86,17 @@ class Machine:
 
     ``root`` is the machine's own root directory seen from the sandbox process
     (``/proc/<pid>/root``): read it to inspect the machine's files without SSH.
+
+    Its sshd listens on port 22 of ``addresses`` (on ``lo`` in the sandbox network) and
+    on ``127.0.0.1:port``, where the sandbox's ssh_config maps those addresses and the
+    instance id (``Host <public> <private> <id>`` / ``HostName 127.0.0.1`` / ``Port``).
     """
 
     instance_id: str
     region: str
     address: str                 # the public address if it has one, else the private one
     private_address: str
-    port: int                    # sshd also listens on 127.0.0.1:<port>
+    port: int                    # sshd also listens on 127.0.0.1:<port>; new each boot
     pid: int                     # PID (in the sandbox's view) of the machine's PID 1
     root: Path
     log_path: Path
@@ -100,7 +104,9 @@ class Machine:
 
     @property
     def addresses(self) -> tuple[str, ...]:
-        """Every address at which the machine answers on port 22."""
+        """The machine's addresses: public (if any), then private. It answers on port 22
+        of each it holds on ``lo`` (all of them, unless another machine had a private
+        address first)."""
         return tuple(a for a in dict.fromkeys((self.address, self.private_address)) if a)
 
 

@@ -5,6 +5,10 @@ everything the caller runs afterwards (labkit, ssh, tests) lives in this namespa
 so nothing the rehearsal does can reach the real AWS or the internet by mistake, and
 the machines' public and private addresses can be given to ``lo`` without hijacking
 any real address of the host.
+
+The namespace's two shared resources are handed out here, process-wide (two sandboxes
+in one process share the one network): addresses on ``lo`` (``claim_address``) and
+the 127.0.0.1 port each machine's sshd also listens on (``claim_port``).
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import ctypes.util
 import errno
 import itertools
 import os
+import random
+import socket
 import subprocess
 import threading
 
@@ -134,6 +140,54 @@ def release_address(address: str, owner: str) -> None:
         del _owners[address]
     subprocess.run(["ip", "addr", "del", f"{address}/32", "dev", "lo"],
                    capture_output=True, check=False)
+
+
+# 127.0.0.1 port -> the machine whose sshd listens there.
+_ports: dict[int, str] = {}
+_LOWEST_PORT = 10000
+
+
+def claim_port(owner: str) -> int:
+    """A free 127.0.0.1 TCP port for ``owner``'s sshd (an instance id), held until released.
+
+    Chosen outside the kernel's ephemeral range: nothing in the sandbox network binds
+    those ports but machines, so no outgoing connection (to moto, to another machine)
+    can take the port between this choice and sshd binding it.
+    """
+    low, high = _ephemeral_range()
+    spans = [(p, q) for p, q in ((_LOWEST_PORT, low - 1), (high + 1, 65535)) if p <= q]
+    if not spans:
+        spans = [(1024, 65535)]
+    with _lock:
+        for _ in range(500):
+            first, last = random.choice(spans)
+            port = random.randint(first, last)
+            if port in _ports:
+                continue
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _ports[port] = owner
+            return port
+    raise SandboxError("no free loopback port for a sandbox machine's sshd")
+
+
+def release_port(port: int, owner: str) -> None:
+    """Give back ``owner``'s port (its machine stopped, failed or was terminated)."""
+    with _lock:
+        if _ports.get(port) == owner:
+            del _ports[port]
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(v) for v in f.read().split()[:2])
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
 
 
 def public_block() -> int:
