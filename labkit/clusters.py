@@ -8,6 +8,7 @@ denied everything that allocates; the instructor's keys never reach a seat.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterable
@@ -215,6 +216,27 @@ def finish(prov: Provisioner, seats: dict[str, Seat], summary: Summary) -> None:
         summary.failed.setdefault(seat, why)
     stale = [s for s in prov.stale_confs if s not in summary.failed]
     summary.failed.update(push_confs(prov.config, prov.ledger, prov.out, stale))
+
+
+_REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[([^\]]*)\])?(.*)$")
+
+
+def seat_pip_packages(config: Config) -> list[str]:
+    """The config's pip packages, with mrjob's ``aws`` extra when the class has clusters.
+
+    A plain ``mrjob`` installs without boto3, and its EMR runner then stops with "You
+    must install boto3 to connect to EMR": `python job.py -r emr` must work on a seat
+    with the config's defaults, so ``mrjob`` becomes ``mrjob[aws]`` (version kept).
+    """
+    out: list[str] = []
+    for pkg in config.bootstrap.pip_packages:
+        m = _REQUIREMENT.match(pkg)
+        if config.emr.mode != "none" and m and m.group(1).lower() == "mrjob":
+            extras = [e.strip() for e in (m.group(2) or "").split(",") if e.strip()]
+            if "aws" not in (e.lower() for e in extras):
+                pkg = f"{m.group(1)}[{','.join([*extras, 'aws'])}]{m.group(3)}"
+        out.append(pkg)
+    return out
 
 
 def mrjob_conf(prov: Provisioner, seat: str) -> str:

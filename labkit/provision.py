@@ -487,12 +487,15 @@ class Provisioner:
         return target_for(self.config, self.ledger, self.out, name)
 
     def bootstrap_script(self, name: str) -> str:
+        from labkit import clusters
+
         st = self.ledger.seat(name)
         b = self.config.bootstrap
         return render(
             "bootstrap.sh.j2", session=self.config.session, seat=name,
             apt_packages=list(dict.fromkeys(["python3-venv", *b.apt_packages])),
-            pip_packages=list(b.pip_packages), login_user=self.config.login_user,
+            pip_packages=clusters.seat_pip_packages(self.config),
+            login_user=self.config.login_user,
             password_hash=st.password_hash, materials_url=self.materials_url,
             materials_sha256=self.materials_sha, materials_name=self.materials_name,
             mrjob_conf=self.mrjob_conf(name), commands=list(b.commands),
