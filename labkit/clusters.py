@@ -72,7 +72,13 @@ def ensure_seat_access(aws: Aws, config: Config, ledger: Ledger, seats: Iterable
 
 
 class ClusterJob:
-    """Cluster creation running alongside the launches; failures are per seat."""
+    """Cluster creation running alongside the launches; failures are per seat.
+
+    EMR takes far longer to come up than a seat's machine, so the job starts first: it
+    looks for the session's clusters and prepares their roles while the seats' own IAM
+    is made, and sends ``RunJobFlow`` once ``allow_create()`` is called (never if the
+    provision stopped before launching anything: ``cancel()``).
+    """
 
     def __init__(self, prov: Provisioner, seats: dict[str, Seat]) -> None:
         self.prov = prov
@@ -80,17 +86,33 @@ class ClusterJob:
         self.failed: dict[str, str] = {}
         self.ids_known = threading.Event()
         self.created: list[str] = []
+        self._may_create = threading.Event()
+        self._cancelled = False
         self.thread = threading.Thread(target=self._run, name="clusters", daemon=True)
 
-    def start(self) -> ClusterJob:
+    def start(self, *, create_now: bool = True) -> ClusterJob:
+        if create_now:
+            self._may_create.set()
         if self.prov.config.emr.mode == "none":
             self.ids_known.set()
         else:
             self.thread.start()
         return self
 
+    def allow_create(self) -> None:
+        self._may_create.set()
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        self._may_create.set()
+
     def wait_ids(self) -> None:
         self.ids_known.wait()
+
+    def _await_permission(self) -> None:
+        self._may_create.wait()
+        if self._cancelled:
+            raise AwsError("not created: the provision stopped before launching")
 
     def _run(self) -> None:
         try:
@@ -122,6 +144,7 @@ class ClusterJob:
                             policy=policies.emr_instance_policy(
                                 session=config.session, bucket=ledger.state.bucket, seat=seat),
                             session=config.session, seat=seat)
+            self._await_permission()
             return create_with_retry(prov.aws, region, config=config, seat=seat,
                                      log_uri=policies.cluster_log_uri(ledger.state.bucket, seat),
                                      subnet_id=subnet, job_flow_role=role)
@@ -201,10 +224,17 @@ def find_all(aws: Aws, session: str, regions: Iterable[str]) -> list[emr.Cluster
 
 # -- hooks called by the provision pipeline ------------------------------------------------
 def start_alongside(prov: Provisioner, seats: dict[str, Seat]) -> ClusterJob:
-    """Before launch: seat profiles (the launch needs them); then clusters in background."""
+    """Before launch: the clusters' job starts (it takes longest), the seats' profiles
+    are made (the launch needs them), then the clusters are created in the background."""
     prov.stale_confs = set()
-    prov.instance_profiles = ensure_seat_access(prov.aws, prov.config, prov.ledger, seats)
-    return ClusterJob(prov, seats).start()
+    job = ClusterJob(prov, seats).start(create_now=False)
+    try:
+        prov.instance_profiles = ensure_seat_access(prov.aws, prov.config, prov.ledger, seats)
+    except BaseException:
+        job.cancel()  # no cluster for a class whose machines will not launch
+        raise
+    job.allow_create()
+    return job
 
 
 def finish(prov: Provisioner, seats: dict[str, Seat], summary: Summary) -> None:
