@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import botocore.config
+
 from labkit.aws.errors import aws_call
 from labkit.aws.session import TAG_SESSION, Aws, session_tags, tag_dict
 from labkit.errors import AwsError, NotFoundError
@@ -71,6 +73,10 @@ def upload_materials(aws: Aws, region: str, bucket: str, archive: Path, sha256: 
 
 
 def presigned_get(aws: Aws, region: str, bucket: str, key: str, *, hours: int = 6) -> str:
+    # Signature Version 4, asked for by name: botocore may presign with SigV2, which
+    # S3 refuses in every region opened since 2014 and is retiring everywhere.
+    client = aws.session().client("s3", region_name=region,
+                                  config=botocore.config.Config(signature_version="s3v4"))
     with aws_call("s3", "signing the materials link", region=region):
-        return str(aws.client("s3", region).generate_presigned_url(
+        return str(client.generate_presigned_url(
             "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=hours * 3600))
