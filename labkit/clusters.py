@@ -86,6 +86,7 @@ class ClusterJob:
         self.failed: dict[str, str] = {}
         self.ids_known = threading.Event()
         self.created: list[str] = []
+        self.duplicates: list[str] = []  # "seat: EMR cluster j-..." terminated as extra
         self._may_create = threading.Event()
         self._cancelled = False
         self.thread = threading.Thread(target=self._run, name="clusters", daemon=True)
@@ -117,7 +118,7 @@ class ClusterJob:
     def _run(self) -> None:
         try:
             self._create_missing()
-        except Exception as e:  # every seat that needed a cluster learns why
+        except Exception as e:  # noqa: BLE001 - every seat that needed a cluster learns why
             for seat in self.seats:
                 if not self.prov.ledger.seat(seat).cluster_id:
                     self.failed[seat] = f"cluster: {e}"
@@ -132,7 +133,7 @@ class ClusterJob:
         existing = find_all(prov.aws, config.session, regions
                             + sorted({ledger.seat(s).cluster_region for s in self.seats
                                       if ledger.seat(s).cluster_region}))
-        live = {c.seat: c for c in existing if c.state in emr.LIVE}
+        live = self._keep_one_each(existing)
         iam.ensure_emr_default_roles(prov.aws)
         key = (prov.out / "id_ed25519.pub").read_text().strip()
 
@@ -181,6 +182,32 @@ class ClusterJob:
         with ThreadPoolExecutor(max_workers=IAM_THREADS) as pool:
             list(pool.map(per_seat, list(self.seats)))
 
+    def _keep_one_each(self, existing: list[emr.Cluster]) -> dict[str, emr.Cluster]:
+        """seat ("" for the shared one) -> its live cluster.
+
+        A seat with more than one (RunJobFlow has no idempotency token: a create whose
+        answer was lost is retried and makes a second) keeps the one the session state
+        names, else the oldest; the others are terminated, as each bills by the hour and
+        no seat's mrjob.conf names it.
+        """
+        wanted = {""} if self.prov.config.emr.mode == "shared" else set(self.seats)
+        known = {st.cluster_id for st in self.prov.ledger.state.seats.values()}
+        by_seat: dict[str, list[emr.Cluster]] = {}
+        for c in existing:
+            if c.state in emr.LIVE and c.seat in wanted:
+                by_seat.setdefault(c.seat, []).append(c)
+        live: dict[str, emr.Cluster] = {}
+        extra: dict[str, list[str]] = {}
+        for seat, found in by_seat.items():
+            found.sort(key=lambda c: (c.cluster_id not in known, c.created, c.cluster_id))
+            live[seat] = found[0]
+            for c in found[1:]:
+                extra.setdefault(c.region, []).append(c.cluster_id)
+                self.duplicates.append(f"{seat or 'the session'}: EMR cluster {c.cluster_id}")
+        for region, ids in extra.items():
+            emr.terminate(self.prov.aws, region, ids)
+        return live
+
     def _record(self, seat: str, cluster_id: str, region: str) -> None:
         st = self.prov.ledger.seat(seat)
         if st.cluster_id and st.cluster_id != cluster_id and st.bootstrap == "ok":
@@ -219,7 +246,12 @@ def find_all(aws: Aws, session: str, regions: Iterable[str]) -> list[emr.Cluster
         return []
     with ThreadPoolExecutor(max_workers=len(regions)) as pool:
         lists = list(pool.map(lambda r: emr.find(aws, r, session), regions))
-    return [c for lst in lists for c in lst]
+    # One cluster id lives in one region; an emulator that lists every region's
+    # clusters everywhere must not make one cluster look like two.
+    first: dict[str, emr.Cluster] = {}
+    for c in (c for lst in lists for c in lst):
+        first.setdefault(c.cluster_id, c)
+    return list(first.values())
 
 
 # -- hooks called by the provision pipeline ------------------------------------------------
@@ -244,6 +276,7 @@ def finish(prov: Provisioner, seats: dict[str, Seat], summary: Summary) -> None:
     job.wait_ids()
     for seat, why in job.failed.items():
         summary.failed.setdefault(seat, why)
+    summary.duplicates_removed.extend(job.duplicates)
     stale = [s for s in prov.stale_confs if s not in summary.failed]
     summary.failed.update(push_confs(prov.config, prov.ledger, prov.out, stale))
 
