@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from labkit.roster import Seat
 
 IAM_THREADS = 8
+# The launches wait at most this long for the clusters to be asked for first.
+HEAD_START_SECONDS = 20.0
 
 
 def seat_role_name(session: str, seat: str) -> str:
@@ -74,10 +76,12 @@ def ensure_seat_access(aws: Aws, config: Config, ledger: Ledger, seats: Iterable
 class ClusterJob:
     """Cluster creation running alongside the launches; failures are per seat.
 
-    EMR takes far longer to come up than a seat's machine, so the job starts first: it
-    looks for the session's clusters and prepares their roles while the seats' own IAM
-    is made, and sends ``RunJobFlow`` once ``allow_create()`` is called (never if the
-    provision stopped before launching anything: ``cancel()``).
+    EMR takes far longer to come up than a seat's machine, so the clusters go first: the
+    job looks for the session's clusters and prepares their roles while the seats' own
+    IAM is made, and sends ``RunJobFlow`` once ``allow_create()`` is called (never if the
+    provision stopped before launching anything: ``cancel()``). ``requested`` is set once
+    every missing cluster has been asked for once; the launches wait for that (briefly),
+    never for a retry and never for a cluster to come up.
     """
 
     def __init__(self, prov: Provisioner, seats: dict[str, Seat]) -> None:
@@ -87,6 +91,9 @@ class ClusterJob:
         self.ids_known = threading.Event()
         self.created: list[str] = []
         self.duplicates: list[str] = []  # "seat: EMR cluster j-..." terminated as extra
+        self.requested = threading.Event()
+        self._to_request: set[str] = set()
+        self._request_lock = threading.Lock()
         self._may_create = threading.Event()
         self._cancelled = False
         self.thread = threading.Thread(target=self._run, name="clusters", daemon=True)
@@ -110,6 +117,13 @@ class ClusterJob:
     def wait_ids(self) -> None:
         self.ids_known.wait()
 
+    def _asked(self, key: str) -> None:
+        """The cluster for ``key`` (a seat, "" for the shared one) was asked for once."""
+        with self._request_lock:
+            self._to_request.discard(key)
+            if not self._to_request:
+                self.requested.set()
+
     def _await_permission(self) -> None:
         self._may_create.wait()
         if self._cancelled:
@@ -123,6 +137,7 @@ class ClusterJob:
                 if not self.prov.ledger.seat(seat).cluster_id:
                     self.failed[seat] = f"cluster: {e}"
         finally:
+            self.requested.set()
             self.ids_known.set()
 
     def _create_missing(self) -> None:
@@ -134,10 +149,21 @@ class ClusterJob:
                             + sorted({ledger.seat(s).cluster_region for s in self.seats
                                       if ledger.seat(s).cluster_region}))
         live = self._keep_one_each(existing)
+        with self._request_lock:
+            self._to_request = ({""} - set(live) if config.emr.mode == "shared"
+                                else set(self.seats) - set(live))
+        if not self._to_request:
+            self.requested.set()
         iam.ensure_emr_default_roles(prov.aws)
         key = (prov.out / "id_ed25519.pub").read_text().strip()
 
         def make(seat: str | None, region: str) -> str:
+            try:
+                return make_asked(seat, region)
+            finally:
+                self._asked(seat or "")
+
+        def make_asked(seat: str | None, region: str) -> str:
             prov.region_setup(region, key)
             subnet = ledger.region(region).subnets[0]
             role = nodes_role_name(config.session, seat)
@@ -148,7 +174,8 @@ class ClusterJob:
             self._await_permission()
             return create_with_retry(prov.aws, region, config=config, seat=seat,
                                      log_uri=policies.cluster_log_uri(ledger.state.bucket, seat),
-                                     subnet_id=subnet, job_flow_role=role)
+                                     subnet_id=subnet, job_flow_role=role,
+                                     asked=lambda: self._asked(seat or ""))
 
         if config.emr.mode == "shared":
             shared = live.get("")
@@ -218,11 +245,15 @@ class ClusterJob:
 
 
 def create_with_retry(aws: Aws, region: str, *, config: Config, seat: str | None, log_uri: str,
-                      subnet_id: str, job_flow_role: str) -> str:
-    """run_job_flow, retried while a just-created role is not yet visible to EMR."""
+                      subnet_id: str, job_flow_role: str,
+                      asked: Callable[[], None] | None = None) -> str:
+    """run_job_flow, retried while a just-created role is not yet visible to EMR;
+    ``asked()`` is called once the first attempt has been answered, either way."""
     service_role = policies.emr_service_role_names()[0]
     delay = 2.0
     for attempt in range(6):
+        if attempt == 1 and asked is not None:
+            asked()
         try:
             return emr.create(aws, region, session=config.session, seat=seat,
                               release=config.emr.release,
@@ -256,8 +287,9 @@ def find_all(aws: Aws, session: str, regions: Iterable[str]) -> list[emr.Cluster
 
 # -- hooks called by the provision pipeline ------------------------------------------------
 def start_alongside(prov: Provisioner, seats: dict[str, Seat]) -> ClusterJob:
-    """Before launch: the clusters' job starts (it takes longest), the seats' profiles
-    are made (the launch needs them), then the clusters are created in the background."""
+    """Before launch: the clusters' job starts (they take longest to come up), the seats'
+    profiles are made (the launch needs them), the clusters are asked for, and they
+    come up in the background while the machines launch and bootstrap."""
     prov.stale_confs = set()
     job = ClusterJob(prov, seats).start(create_now=False)
     try:
@@ -266,6 +298,7 @@ def start_alongside(prov: Provisioner, seats: dict[str, Seat]) -> ClusterJob:
         job.cancel()  # no cluster for a class whose machines will not launch
         raise
     job.allow_create()
+    job.requested.wait(HEAD_START_SECONDS)
     return job
 
 
