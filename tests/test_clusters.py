@@ -13,6 +13,7 @@ tests that change a class (re-runs, a lost cluster, stop/start) get their own.
 
 from __future__ import annotations
 
+import fnmatch
 import http.client
 import io
 import json
@@ -53,12 +54,14 @@ class Sent:
     agent: str
     body: bytes
     at: float = 0.0      # time.time() when it arrived
+    key_id: str = ""     # the access key that signed it (header or query)
 
     def json(self) -> Any:
         return json.loads(self.body or b"{}")
 
 
 _SCOPE = re.compile(r"Credential=[^/,\s]+/\d{8}/([a-z0-9-]+)/([a-z0-9-]+)/aws4_request")
+_KEY = re.compile(r"Credential=([A-Z0-9]+)/")
 _HOP = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "expect",
         "content-length", "proxy-authorization", "proxy-authenticate", "trailers"}
 
@@ -78,11 +81,14 @@ class Recorder:
             def _any(self) -> None:
                 body = self._body()
                 url = urlsplit(self.path)
+                query = parse_qs(url.query, keep_blank_values=True)
+                signed = _KEY.search(self.headers.get("Authorization", "")
+                                     + " Credential=" + query.get("X-Amz-Credential", [""])[0])
                 with recorder._lock:
                     recorder.sent.append(Sent(
-                        self.command, url.path, parse_qs(url.query),
-                        self.headers.get("X-Amz-Target", ""),
-                        self.headers.get("User-Agent", ""), body, time.time()))
+                        self.command, url.path, query, self.headers.get("X-Amz-Target", ""),
+                        self.headers.get("User-Agent", ""), body, time.time(),
+                        signed.group(1) if signed else ""))
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
                 scope = _SCOPE.search(self.headers.get("Authorization", ""))
                 if scope and scope.group(2) == "elasticmapreduce":
@@ -151,6 +157,64 @@ class Recorder:
         with self._lock:
             return [s.json() for s in self.sent
                     if s.target == f"ElasticMapReduce.{operation}"]
+
+
+def seat_call(sent: Sent, bucket: str, region: str) -> tuple[str, str, dict[str, str]]:
+    """(IAM action, resource ARN, condition context) of one recorded EMR or S3 call."""
+    if sent.target.startswith("ElasticMapReduce."):
+        cluster = sent.json().get("ClusterId") or sent.json().get("JobFlowId", "")
+        return (f"elasticmapreduce:{sent.target.split('.', 1)[1]}",
+                f"arn:aws:elasticmapreduce:{region}:123456789012:cluster/{cluster}", {})
+    _, name, *rest = sent.path.split("/", 2)
+    assert name == bucket, sent.path
+    key, q = (rest[0] if rest else ""), sent.query
+    if not key:
+        if "location" in q:
+            return "s3:GetBucketLocation", f"arn:aws:s3:::{bucket}", {}
+        assert sent.method in ("GET", "HEAD") and not set(q) - {
+            "list-type", "prefix", "delimiter", "encoding-type", "continuation-token",
+            "max-keys", "marker", "start-after"}, (sent.method, sent.path, q)
+        return ("s3:ListBucket", f"arn:aws:s3:::{bucket}",
+                {"s3:prefix": q["prefix"][0]} if "prefix" in q else {})
+    action = {"GET": "s3:GetObject", "HEAD": "s3:GetObject", "PUT": "s3:PutObject",
+              "POST": "s3:PutObject",
+              "DELETE": "s3:AbortMultipartUpload" if "uploadId" in q else "s3:DeleteObject"}
+    return action[sent.method], f"arn:aws:s3:::{bucket}/{key}", {}
+
+
+def allowed(policy: dict[str, Any], action: str, resource: str,
+            context: dict[str, str]) -> bool:
+    """IAM's verdict for one request under one policy: an explicit Deny wins, else some
+    Allow must match action, resource and conditions (the operators labkit uses)."""
+    def matches(patterns: Any, value: str) -> bool:
+        return any(fnmatch.fnmatchcase(value.lower(), p.lower())
+                   for p in ([patterns] if isinstance(patterns, str) else patterns))
+
+    def holds(condition: dict[str, dict[str, Any]]) -> bool:
+        for operator, pairs in condition.items():
+            base = operator.removesuffix("IfExists")
+            for key, want in pairs.items():
+                if key not in context:
+                    if operator.endswith("IfExists"):
+                        continue
+                    return False
+                wants = [want] if isinstance(want, str) else want
+                if base == "StringEquals" and context[key] not in wants:
+                    return False
+                if base == "StringLike" and not matches(wants, context[key]):
+                    return False
+                if base not in ("StringEquals", "StringLike"):
+                    raise AssertionError(f"no evaluation for {operator}")
+        return True
+
+    verdict = False
+    for st in policy["Statement"]:
+        if matches(st["Action"], action) and matches(st["Resource"], resource) \
+                and holds(st.get("Condition", {})):
+            if st["Effect"] == "Deny":
+                return False
+            verdict = True
+    return verdict
 
 
 # -- looking at a class -----------------------------------------------------------------
@@ -466,6 +530,20 @@ def test_mrjob_on_emr_submits_a_step_to_the_seat_own_cluster(taught: Taught) -> 
     uploaded = course.boto("s3", "eu-west-1").list_objects_v2(
         Bucket=taught.bucket, Prefix=f"seats/{seat}/tmp/")
     assert uploaded.get("KeyCount", 0) > 0
+    # moto enforces no IAM here: check each call mrjob made, signed with the seat's own
+    # key, against the seat's policy as IAM would judge it (with the cluster's real tags).
+    key = course.state()["extra"]["access_keys"][seat]["id"]
+    doc = policies.seat_policy(session="emr-class", seat=seat, bucket=taught.bucket)
+    cluster_tags = {f"aws:ResourceTag/{k}": v for k, v in next(
+        c for c in clusters_of(course) if c["Id"] == mine)["tags"].items()}
+    calls = [s for s in taught.recorder.sent if s.key_id == key]
+    assert {s.target for s in calls} >= {"ElasticMapReduce.AddJobFlowSteps"}
+    for sent in calls:
+        action, resource, context = seat_call(sent, taught.bucket, region)
+        if action.startswith("elasticmapreduce:"):
+            assert resource.endswith(f"/{mine}")
+            context = cluster_tags
+        assert allowed(doc, action, resource, context), (action, resource, context)
 
 
 # -- classes that change: re-runs, a lost cluster, stop and start, shared mode ---------------
