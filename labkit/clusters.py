@@ -102,6 +102,7 @@ class ClusterJob:
         if create_now:
             self._may_create.set()
         if self.prov.config.emr.mode == "none":
+            self.requested.set()
             self.ids_known.set()
         else:
             self.thread.start()

@@ -628,3 +628,19 @@ def test_shared_mode_one_cluster_for_the_session(make_course: Any, tmp_path: Pat
         opts = emr_opts(text, tmp_path)
         assert opts["cluster_id"] == shared["Id"]
         assert opts["cloud_tmp_dir"] == f"s3://{bucket}/seats/{seat}/tmp/"
+
+
+def test_mode_none_makes_no_cluster_and_mrjob_conf_names_none(make_course: Any,
+                                                             tmp_path: Path) -> None:
+    course = make_course(["eu-west-1"], session="no-emr-class")
+    course.write(["ana"], emr_mode="none")
+    result = course.labkit("provision", "roster.csv")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not clusters_of(course, live_only=False)
+    roles = course.boto("iam", "us-east-1").list_roles()["Roles"]
+    assert not [r["RoleName"] for r in roles if "EMR" in r["RoleName"] or "emr" in r["RoleName"]]
+    opts = emr_opts(seat_confs(course)["ana"], tmp_path)
+    assert "cluster_id" not in opts and opts["region"] == "eu-west-1"
+    status = course.labkit("status", "--json")
+    assert [(r["cluster_id"], r["cluster_state"]) for r in json.loads(status.stdout)] == [("", "")]
+    assert [r["cluster_id"] for r in course.credentials()] == [""]
