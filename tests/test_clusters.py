@@ -638,7 +638,7 @@ def test_mode_none_makes_no_cluster_and_mrjob_conf_names_none(make_course: Any,
     assert result.returncode == 0, result.stdout + result.stderr
     assert not clusters_of(course, live_only=False)
     roles = course.boto("iam", "us-east-1").list_roles()["Roles"]
-    assert not [r["RoleName"] for r in roles if "EMR" in r["RoleName"] or "emr" in r["RoleName"]]
+    assert sorted(r["RoleName"] for r in roles) == ["labkit-no-emr-class-ana"]  # the seat's
     opts = emr_opts(seat_confs(course)["ana"], tmp_path)
     assert "cluster_id" not in opts and opts["region"] == "eu-west-1"
     status = course.labkit("status", "--json")
