@@ -3,9 +3,13 @@ per-seat permissions with no instructor keys on any machine, and mrjob ready on 
 seat. labkit is driven through its CLI as an instructor drives it; boto3 only looks at
 what it left behind, SSH reads what a student would find on the seat.
 
-moto keeps neither ``AutoTerminationPolicy`` nor request signatures, so labkit's EMR
-and S3 traffic goes through ``Recorder``, a small proxy that keeps what labkit sent (the
-contract's ``AWS_ENDPOINT_URL_<SERVICE>``, which labkit must honour anyway).
+What moto cannot show, a small proxy (``Recorder``, reached through the contract's
+``AWS_ENDPOINT_URL_<SERVICE>``) keeps: labkit's EMR, EC2 and S3 calls to the
+millisecond, ``AutoTerminationPolicy`` (moto drops it), the materials link's signature
+(moto checks none), and which key signed each call of mrjob on a seat (moto enforces no
+IAM here, so those calls are judged against the seat's policy by ``allowed``). It also
+names the region in EMR's Host header, since moto's server otherwise files every
+cluster under us-east-1 whatever region the call was signed for.
 
 One class is provisioned per module fixture and the read-only checks share it; the
 tests that change a class (re-runs, a lost cluster, stop/start) get their own.
@@ -97,7 +101,7 @@ class Recorder:
                     # two regions would share one list; EMR's real host names it.
                     headers = {k: v for k, v in headers.items() if k.lower() != "host"}
                     headers["Host"] = f"elasticmapreduce.{scope.group(1)}.amazonaws.com"
-                conn = http.client.HTTPConnection(recorder.upstream.hostname,
+                conn = http.client.HTTPConnection(recorder.upstream.hostname or "127.0.0.1",
                                                    recorder.upstream.port, timeout=120)
                 try:
                     conn.request(self.command, self.path, body=body, headers=headers)
@@ -116,7 +120,7 @@ class Recorder:
 
             def _body(self) -> bytes:
                 if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-                    chunks = []
+                    chunks: list[bytes] = []
                     while True:
                         size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
                         if size == 0:
@@ -313,7 +317,6 @@ class Taught:
     recorder: Recorder
     seats: dict[str, dict[str, Any]] = field(default_factory=dict)
     bucket: str = ""
-    seconds: float = 0.0
 
 
 @pytest.fixture(scope="module")
@@ -329,17 +332,16 @@ def taught(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Taught]:
             "AWS_ENDPOINT_URL_EMR": recorder.url, "AWS_ENDPOINT_URL_S3": recorder.url,
             "AWS_ENDPOINT_URL_EC2": recorder.url})
         archive = materials_archive(root / "course" / "week1.tar.gz")
-        course.write(["ana", {"student_id": "bruno", "group": "pair", "region": "us-east-1"},
-                      {"student_id": "carla", "group": "pair", "region": "us-east-1"}],
+        pair = {"group": "pair", "region": "us-east-1"}
+        course.write([{"student_id": "ana"}, {"student_id": "bruno", **pair},
+                      {"student_id": "carla", **pair}],
                      emr_mode="per-seat", pip=["mrjob"], materials=str(archive),
                      emr={"idle_timeout_minutes": IDLE_MINUTES},
                      student_credentials="access-keys")
-        started = time.monotonic()
         result = course.labkit("provision", "roster.csv")
-        seconds = time.monotonic() - started
         assert result.returncode == 0, result.stdout + result.stderr
         state = course.state()
-        yield Taught(course, recorder, state["seats"], state["bucket"], seconds)
+        yield Taught(course, recorder, state["seats"], state["bucket"])
     finally:
         recorder.stop()
         cloud.stop()
