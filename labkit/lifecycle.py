@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +16,7 @@ from labkit.aws import ec2
 from labkit.aws.errors import aws_call
 from labkit.aws.session import Aws
 from labkit.config import Config
-from labkit.errors import InputError
+from labkit.errors import InputError, RefusedError
 from labkit.roster import Roster, Seat, Student
 from labkit.state import Ledger
 
@@ -100,74 +103,216 @@ def _by_region(found: dict[str, ec2.Instance], states: set[str]) -> dict[str, li
     return groups
 
 
+def _where(groups: dict[str, list[str]]) -> str:
+    """"eu-west-1: 2, us-east-1: 1": how many machines in each region."""
+    return ", ".join(f"{region}: {len(ids)}" for region, ids in sorted(groups.items()))
+
+
+def _machines(n: int) -> str:
+    return f"{n} machine{'' if n == 1 else 's'}"
+
+
+def _seats(n: int) -> str:
+    return f"{n} seat{'' if n == 1 else 's'}"
+
+
 def _wait(aws: Aws, region: str, ids: list[str], waiter: str) -> None:
     with aws_call("ec2", f"waiting for machines ({waiter})", region=region):
         aws.client("ec2", region).get_waiter(waiter).wait(
             InstanceIds=ids, WaiterConfig={"Delay": 5, "MaxAttempts": 120})
 
 
+def _in_regions(groups: dict[str, list[str]], work: Callable[[str, list[str]], None]) -> None:
+    with ThreadPoolExecutor(max_workers=max(1, len(groups))) as pool:
+        list(pool.map(lambda region: work(region, groups[region]), groups))
+
+
+def _stopped_disks_usd(config: Config, found: dict[str, ec2.Instance]) -> float | None:
+    """What the stopped seats' disks cost per hour (a stopped machine is not billed)."""
+    from labkit.pricing import PriceBook
+
+    book = PriceBook.shipped()
+    total = 0.0
+    for inst in found.values():
+        price = book.disk(inst.region, config.volume_gb)
+        if price is None:
+            return None
+        total += price.usd_per_hour
+    return total
+
+
+@contextmanager
+def _ledger_for_clusters(ledger: Ledger) -> Iterator[Ledger]:
+    """The session's ledger; without a state.json, a scratch copy that is thrown away.
+
+    ``clusters.stop_all`` records the clusters' new state in the ledger, and a stop that
+    runs without a session folder (it finds the machines by tag) must not create one.
+    """
+    if ledger.path.exists():
+        yield ledger
+        return
+    with tempfile.TemporaryDirectory(prefix="labkit-stop-") as scratch:
+        yield Ledger(Path(scratch) / "state.json", ledger.state)
+
+
 def stop(config: Config, out: Path, *, profile: str | None, console: Console) -> None:
-    ledger = open_ledger(config, out, must_exist=False)
-    aws = Aws(profile)
-    found = live_instances(aws, config, regions_of(config, ledger))
-    groups = _by_region(found, {"pending", "running"})
+    """Stop every running machine of the session, found by tag (state.json not needed);
+    terminate its EMR clusters, which cannot stop."""
     from labkit import clusters
 
-    stopped_clusters = clusters.stop_all(aws, config, ledger, console)
-
-    def one(region: str) -> None:
-        ec2.stop(aws, region, groups[region])
-        _wait(aws, region, groups[region], "instance_stopped")
-
-    with ThreadPoolExecutor(max_workers=max(1, len(groups))) as pool:
-        list(pool.map(one, groups))
-    for seat, inst in found.items():
-        if seat in ledger.state.seats:
-            ledger.update_seat(seat, instance_state="stopped")
-    n = sum(len(v) for v in groups.values())
-    console.print(f"stopped {n} machines in {len(groups)} regions (disks, files and passwords "
-                  f"kept; a stopped machine costs only its disk)"
-                  + (f"; terminated {stopped_clusters} EMR clusters (they cannot stop; "
-                     "`labkit start` creates new ones)" if stopped_clusters else ""))
-
-
-def start(config: Config, out: Path, *, profile: str | None, console: Console) -> dict[str, str]:
-    ledger = open_ledger(config, out)
+    ledger = open_ledger(config, out, must_exist=False)
     aws = Aws(profile)
     regions = regions_of(config, ledger)
     found = live_instances(aws, config, regions)
+    groups = _by_region(found, {"pending", "running"})
+    already = [s for s, inst in found.items() if inst.state in ("stopping", "stopped")]
+    with _ledger_for_clusters(ledger) as cluster_ledger:
+        stopped_clusters = clusters.stop_all(aws, config, cluster_ledger, console)
+
+    def one(region: str, ids: list[str]) -> None:
+        ec2.stop(aws, region, ids)
+        _wait(aws, region, ids, "instance_stopped")
+
+    _in_regions(groups, one)
+    if ledger.path.exists():
+        with ledger.editing() as st:
+            for seat in found:
+                if seat in st.seats:
+                    st.seats[seat].instance_state = "stopped"
+
+    n = sum(len(ids) for ids in groups.values())
+    session = config.session
+    if not found:
+        console.print(f"no machine of session {session} in {', '.join(regions)}; "
+                      "nothing to stop", markup=False)
+    elif n:
+        console.print(f"stopped {_machines(n)} ({_where(groups)})"
+                      + (f"; {len(already)} were already stopped" if already else ""),
+                      markup=False)
+    else:
+        console.print(f"all {_machines(len(found))} of session {session} were already "
+                      "stopped", markup=False)
+    if stopped_clusters:
+        console.print(f"terminated {stopped_clusters} EMR cluster"
+                      f"{'' if stopped_clusters == 1 else 's'}: EMR cannot pause a cluster; "
+                      "`labkit start` creates new ones and updates each seat's "
+                      "~/.mrjob.conf", markup=False)
+    if found:
+        disks = _stopped_disks_usd(config, found)
+        cost = (f"about ${disks:,.2f}/hour for the class" if disks is not None
+                else "a few cents a day per seat")
+        console.print("kept: every seat's disk, files and password. While stopped the "
+                      f"machines cost only their disks ({cost}).", markup=False)
+        console.print("next class day: `labkit start`. Public addresses usually change on "
+                      "start; it rewrites credentials.csv, ssh_config, known_hosts and "
+                      "handouts.pdf and names the seats whose cards to reprint.",
+                      markup=False)
+
+
+def _check_ssh(config: Config, ledger: Ledger, out: Path, seats: list[str]
+               ) -> dict[str, str]:
+    """Each seat answers SSH with its pinned host key: seat -> why not, for those that
+    do not within ``ssh_wait_seconds``."""
+    import time
+
+    from labkit import bootstrap as ssh
+    from labkit.access import target_for
+
+    deadline = time.monotonic() + config.ssh_wait_seconds
+
+    def work(target: ssh.Target) -> None:
+        ssh.wait_for_ssh(target, deadline=deadline).close()
+
+    targets = [target_for(config, ledger, out, s) for s in seats]
+    outcomes = ssh.fan_out(targets, work, parallel=config.parallel)
+    return {s: f"not reachable over SSH after start: {o.reason}"
+            for s, o in outcomes.items() if not o.ok}
+
+
+def start(config: Config, out: Path, *, profile: str | None, console: Console) -> dict[str, str]:
+    """Start the session's stopped machines, record their new addresses, rewrite the
+    session files, check that every seat answers SSH, and give the seats new clusters.
+
+    Returns seat -> why it is not ready (the command then exits 1 and names them).
+    Refuses (exit 2) when the session has no machine at all: starting clusters for a
+    class that was torn down would only cost money.
+    """
+    from labkit import clusters
+
+    ledger = open_ledger(config, out)
+    aws = Aws(profile)
+    regions = regions_of(config, ledger)
+    every = live_instances(aws, config, regions)
+    found = {s: i for s, i in every.items() if s in ledger.state.seats}
+    strangers = sorted(set(every) - set(found))
+    if strangers:
+        console.print(f"not started: {_machines(len(strangers))} of this session for seats "
+                      f"that {ledger.path} does not know ({', '.join(strangers)})",
+                      markup=False)
+    if not found:
+        raise RefusedError(
+            f"session {config.session} has no machine in {', '.join(regions)}; nothing "
+            "was started", hint="it was torn down or never provisioned: `labkit provision "
+                                "ROSTER` makes new machines (the passwords stay the same)")
     groups = _by_region(found, {"stopped", "stopping"})
 
-    def one(region: str) -> None:
-        ids = groups[region]
+    def one(region: str, ids: list[str]) -> None:
         _wait(aws, region, ids, "instance_stopped")
         ec2.start(aws, region, ids)
         _wait(aws, region, ids, "instance_running")
 
-    with ThreadPoolExecutor(max_workers=max(1, len(groups))) as pool:
-        list(pool.map(one, groups))
-    found = live_instances(aws, config, regions)
-    changed = []
-    for seat, inst in found.items():
-        if seat not in ledger.state.seats:
-            continue
-        host = inst.private_ip if config.connect == "private" else inst.public_ip
-        st = ledger.seat(seat)
-        if host and host != st.host:
-            changed.append(f"{seat}: {st.host or '-'} -> {host}")
-        ledger.update_seat(seat, host=host or st.host, instance_state=inst.state,
-                           private_ip=inst.private_ip)
-    from labkit import clusters
-
-    failures = clusters.start_all(aws, config, ledger, out, console)
-    outputs.write_all(config, ledger, roster_from_ledger(ledger), out)
-    n = sum(len(v) for v in groups.values())
-    console.print(f"started {n} machines in {len(groups)} regions")
-    if changed:
-        console.print(f"[bold]{len(changed)} seats have a new address[/] (credentials.csv, "
-                      "ssh_config and handouts.pdf are updated; reprint these cards):")
-        for line in changed:
-            console.print(f"  {line}", markup=False)
+    _in_regions(groups, one)
+    n = sum(len(ids) for ids in groups.values())
+    if n:
+        console.print(f"started {_machines(n)} ({_where(groups)})", markup=False)
+        found = {s: i for s, i in live_instances(aws, config, regions).items()
+                 if s in ledger.state.seats}
     else:
-        console.print("every seat kept its address; the printed handouts are still right")
+        console.print("every machine was already running; nothing to start", markup=False)
+
+    changed: list[tuple[str, str, str]] = []
+    with ledger.editing() as st:
+        for seat, record in st.seats.items():
+            inst = found.get(seat)
+            if inst is None:
+                continue
+            host = inst.private_ip if config.connect == "private" else inst.public_ip
+            if host and host != record.host:
+                changed.append((seat, record.host, host))
+            record.host = host or record.host
+            record.instance_state = inst.state
+            record.private_ip = inst.private_ip or record.private_ip
+    roster = roster_from_ledger(ledger)
+    # Written now, so the new addresses are on disk even if a cluster fails below.
+    outputs.write_all(config, ledger, roster, out)
+
+    failures: dict[str, str] = {}
+    for seat in ledger.state.seats:
+        inst = found.get(seat)
+        if inst is None:
+            failures[seat] = ("no machine (terminated, or never launched); `labkit provision "
+                              "ROSTER` makes a new one")
+        elif inst.state != "running":
+            failures[seat] = f"the machine is {inst.state}, not running"
+    failures.update(_check_ssh(config, ledger, out,
+                               [s for s in ledger.state.seats if s not in failures]))
+
+    if config.emr.mode != "none":
+        for seat, why in clusters.start_all(aws, config, ledger, out, console).items():
+            failures.setdefault(seat, why)
+        outputs.write_all(config, ledger, roster, out)  # the cards name the new clusters
+
+    total = len(ledger.state.seats)
+    console.print(f"{total - len(failures)} of {_seats(total)} answer SSH and are ready",
+                  markup=False)
+    if changed:
+        console.print(f"[bold]{_seats(len(changed))} got a new address[/]: reprint "
+                      f"{'its card' if len(changed) == 1 else 'their cards'} "
+                      f"({out / 'handouts.pdf'}; credentials.csv, ssh_config and "
+                      "known_hosts are updated too)")
+        for seat, old, new in changed:
+            console.print(f"  {seat}: {old or '-'} -> {new}", markup=False)
+    elif len(failures) < total:
+        console.print("every seat kept its address: the printed cards are still right",
+                      markup=False)
     return failures

@@ -30,6 +30,9 @@ class PlanResult:
     notes: list[str] = field(default_factory=list)
 
     def over_budget(self) -> bool:
+        """Above ``budget.max_hourly_usd`` for sure. A total with unknown lines is a lower
+        bound (``pricing.Total``): above the budget it is over; below, nobody can tell,
+        and ``report`` says so rather than "within budget"."""
         return self.hourly_usd is not None and self.hourly_usd > self.config.budget.max_hourly_usd
 
 
@@ -98,5 +101,4 @@ def _add_cost(result: PlanResult, aws: object | None) -> None:
                                       config.emr.instance_type, config.emr.instance_count)
     result.cost_lines = lines
     result.hourly_usd = total
-    result.price_note = f"prices: {book.describe()}" if hasattr(book, "describe") else \
-        f"prices: table of {book.table_date}"
+    result.price_note = f"prices: {book.describe()}"

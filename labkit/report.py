@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any, ClassVar, Self
+
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from labkit.pipeline import PlanResult
 
 
 def money(value: float | None) -> str:
     return "unknown" if value is None else f"${value:,.2f}"
+
+
+def rate(value: float | None) -> str:
+    """A line's hourly price: cents are too coarse below a dollar ($0.046, not $0.05)."""
+    if value is None:
+        return "price unknown"
+    return f"${value:,.3f}" if value < 1 else money(value)
 
 
 def print_plan(console: Console, result: PlanResult) -> None:
@@ -51,26 +61,69 @@ def print_plan(console: Console, result: PlanResult) -> None:
     console.print(res)
 
     if result.cost_lines:
-        cost = Table(title="hourly cost (on-demand, while running)", title_justify="left")
-        cost.add_column("region")
-        cost.add_column("what")
-        cost.add_column("each/hour", justify="right")
-        cost.add_column("total/hour", justify="right")
-        for line in result.cost_lines:
-            cost.add_row(line.region, line.what, money(line.unit_usd_per_hour),
-                         money(line.usd_per_hour))
-        console.print(cost)
-    total = money(result.hourly_usd)
-    limit = config.budget.max_hourly_usd
-    verdict = ("[bold red]over budget[/]" if result.over_budget()
-               else "within budget" if result.hourly_usd is not None else "check by hand")
-    console.print(f"[bold]whole class: {total}/hour[/] (budget.max_hourly_usd = "
-                  f"${limit:,.2f}: {verdict}); a 2-day class of 8 h/day: "
-                  f"{money(None if result.hourly_usd is None else result.hourly_usd * 16)}")
+        print_cost_table(console, result.cost_lines)
+    print_class_cost(console, result)
     if result.price_note:
         console.print(result.price_note, markup=False)
     console.print("nothing was created." + (" (offline: AWS was not read)"
                                             if result.offline else ""))
+
+
+def print_cost_table(console: Console, lines: list[Any]) -> None:
+    """The cost lines, region by region, with each region's total when it has several."""
+    cost = Table(title="hourly cost (on-demand, while running)", title_justify="left")
+    cost.add_column("region")
+    cost.add_column("what")
+    cost.add_column("each/hour", justify="right")
+    cost.add_column("total/hour", justify="right")
+    by_region: dict[str, list[Any]] = {}
+    for line in lines:
+        by_region.setdefault(line.region, []).append(line)
+    for region, items in by_region.items():
+        for line in items:
+            cost.add_row(line.region, line.what, rate(line.unit_usd_per_hour),
+                         rate(line.usd_per_hour))
+        if len(items) > 1:
+            known = sum(i.usd_per_hour for i in items if i.usd_per_hour is not None)
+            partial = any(i.usd_per_hour is None for i in items)
+            cost.add_row("", f"{region} total", "",
+                         ("at least " if partial else "") + rate(known), style="bold")
+    console.print(cost)
+
+
+def hourly(value: float | None) -> str:
+    """"$1.20/hour", "at least $1.20/hour" (some prices unknown) or "price unknown"."""
+    if value is None:
+        return "price unknown"
+    return ("at least " if getattr(value, "lower_bound", False) else "") + f"{money(value)}/hour"
+
+
+def unpriced_lines(result: PlanResult) -> list[str]:
+    """The cost lines without a price ("eu-west-1: 3 × EMR m5.xlarge ×2")."""
+    return [f"{line.region}: {line.what}" for line in result.cost_lines
+            if line.usd_per_hour is None]
+
+
+def print_class_cost(console: Console, result: PlanResult) -> None:
+    """The whole class's hourly cost against the budget, in one or a few plain lines."""
+    total = result.hourly_usd
+    budget = f"budget.max_hourly_usd = ${result.config.budget.max_hourly_usd:,.2f}"
+    unpriced = unpriced_lines(result)
+    if result.over_budget():
+        verdict = (f"[bold red]over budget[/] ({budget}): provision will refuse it; raise "
+                   "the budget in labkit.toml, use fewer or smaller machines, or pass "
+                   "--allow-over-budget")
+    elif total is None or unpriced:
+        verdict = (f"[bold yellow]not checked against the budget[/] ({budget}): some "
+                   "prices are unknown; check them by hand")
+    else:
+        verdict = f"within budget ({budget})"
+    console.print(f"[bold]whole class: {hourly(total)}[/], {verdict}")
+    if total is not None:
+        console.print(f"a 2-day class of 8 h/day: {'at least ' if unpriced else ''}"
+                      f"{money(total * 16)}", markup=False)
+    if unpriced:
+        console.print("no price known for: " + "; ".join(unpriced), markup=False)
 
 
 class ProgressBoard:
@@ -81,7 +134,7 @@ class ProgressBoard:
     """
 
     KINDS = ("launched", "ssh", "ok", "failed")
-    LABELS = {"launched": "launched", "ssh": "SSH-ready", "ok": "bootstrapped",
+    LABELS: ClassVar[dict[str, str]] = {"launched": "launched", "ssh": "SSH-ready", "ok": "bootstrapped",
               "failed": "failed"}
 
     def __init__(self, console: Console, total: int) -> None:
@@ -97,7 +150,7 @@ class ProgressBoard:
         parts = [f"{self.LABELS[k]} {self.counts[k]}/{self.total}" for k in self.KINDS[:3]]
         return " · ".join(parts) + f" · failed {self.counts['failed']}"
 
-    def __enter__(self) -> ProgressBoard:
+    def __enter__(self) -> Self:
         if self.console.is_terminal:
             from rich.live import Live
 
@@ -119,8 +172,9 @@ class ProgressBoard:
             if self._live is not None:
                 self._live.update(self.line())  # type: ignore[attr-defined]
             else:
+                # One line per event, never wrapped: CI logs are read with grep.
                 self.console.print(f"  {seat}: {self.LABELS.get(kind, kind)}  [{self.line()}]",
-                                   markup=False)
+                                   markup=False, soft_wrap=True)
 
 
 def print_provision_summary(console: Console, summary: object) -> None:
@@ -130,28 +184,58 @@ def print_provision_summary(console: Console, summary: object) -> None:
     ok = len(summary.bootstrapped)
     total = len(summary.plan.roster.seats)
     console.print(f"[bold]{ok}/{total} seats ready[/] "
-                  f"({len(summary.launched)} launched now, {len(summary.reused)} already there)")
+                  f"({len(summary.launched)} launched now, {len(summary.reused)} already there)",
+                  soft_wrap=True)
+    moves: dict[str, list[str]] = {}
     for seat, why in sorted(summary.moved.items()):
-        console.print(f"  moved: {seat} {why}", markup=False)
+        moves.setdefault(why, []).append(seat)
+    for why, seats in moves.items():  # "moved from A to B: why", said once per group
+        console.print(f"  {len(seats)} seat{'s' if len(seats) > 1 else ''} {why}",
+                      markup=False, soft_wrap=True)
+        console.print(f"    {', '.join(seats)}", markup=False, soft_wrap=True)
     for item in summary.duplicates_removed:
-        console.print(f"  removed a second machine for seat {item}", markup=False)
+        console.print(f"  removed a second machine for seat {item}", markup=False, soft_wrap=True)
     if summary.password_reset:
         console.print(f"  new passwords (state.json was lost): "
                       f"{', '.join(summary.password_reset)}; reprint their handouts",
-                      markup=False)
+                      markup=False, soft_wrap=True)
     out = summary.out
     console.print(f"credentials: {out / 'credentials.csv'} · handouts: {out / 'handouts.pdf'}"
-                  f" · ssh: ssh -F {out / 'ssh_config'} <seat>", markup=False)
-    console.print(f"AWS API calls: {summary.api_calls}", markup=False)
+                  f" · ssh: ssh -F {out / 'ssh_config'} <seat>", markup=False, soft_wrap=True)
+    console.print(f"AWS API calls: {summary.api_calls}", markup=False, soft_wrap=True)
 
 
 def print_status(console: Console, rows: list[dict[str, object]]) -> None:
+    """One row per seat, then a line per thing the instructor may want to act on."""
     table = Table(title=f"{len(rows)} seats", title_justify="left")
     for col in ("seat", "region", "state", "host", "bootstrap", "cluster"):
         table.add_column(col)
     for r in rows:
         cluster = f"{r['cluster_id']} {r['cluster_state']}".strip() or "-"
-        table.add_row(str(r["seat"]), str(r["region"]), str(r["state"]), str(r["host"]),
-                      str(r["bootstrap"]) + (f" ({r['error']})" if r.get("error") else ""),
-                      cluster)
+        state = "no machine" if r["state"] == "none" else str(r["state"])
+        host = str(r["host"]) if r["state"] not in ("none", "terminated") else ""
+        cells = [str(r["seat"]), str(r["region"]) or "-", state, host or "-",
+                 str(r["bootstrap"]) + (f" ({r['error']})" if r.get("error") else ""), cluster]
+        table.add_row(*(Text(c) for c in cells))  # an error may hold [brackets]
     console.print(table)
+
+    def seats(rows: list[dict[str, object]]) -> str:
+        names = [str(r["seat"]) for r in rows]
+        return ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+
+    stopped = [r for r in rows if r["state"] in ("stopped", "stopping")]
+    missing = [r for r in rows if r["state"] in ("none", "terminated", "shutting-down")]
+    failed = [r for r in rows if r["bootstrap"] == "failed" and r not in missing]
+    running = [r for r in rows if r["state"] == "running"]
+    if stopped:
+        console.print(f"{len(stopped)} stopped ({seats(stopped)}): `labkit start` starts "
+                      "the stopped machines and reprints the cards whose address changes", markup=False)
+    if missing:
+        console.print(f"{len(missing)} without a machine ({seats(missing)}): "
+                      "`labkit provision ROSTER` makes new ones (same passwords), unless "
+                      "the class was torn down on purpose", markup=False)
+    if failed:
+        console.print(f"{len(failed)} failed to set up ({seats(failed)}): "
+                      "`labkit provision ROSTER` again retries only these", markup=False)
+    if rows and len(running) == len(rows) and not failed:
+        console.print(f"all {len(rows)} seats are running", markup=False)
