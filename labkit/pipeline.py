@@ -84,21 +84,45 @@ def make_plan(config: Config, roster_path: Path, *, offline: bool, profile: str 
 
 
 def _add_cost(result: PlanResult, aws: object | None) -> None:
+    """The class's hourly cost: machines, their disks and public addresses, clusters.
+
+    Disks and public IPv4 addresses are small per seat but billed for every hour a seat
+    exists (disks even while stopped), so the plan shows them rather than surprise.
+    """
     from labkit import pricing
+    from labkit.aws.inventory import PUBLIC_IPV4_USD_HOUR
 
     config = result.config
     book = pricing.PriceBook.shipped()
+    emr_types = [config.emr.instance_type] if config.emr.mode != "none" else []
     if aws is not None:
         from labkit.aws.session import Aws
 
         assert isinstance(aws, Aws)
-        types = [config.instance_type] + ([config.emr.instance_type]
-                                          if config.emr.mode != "none" else [])
         book = book.with_live_prices(lambda region: aws.session(),
-                                     list(result.placement.counts(config.regions)), types)
+                                     list(result.placement.counts(config.regions)),
+                                     [config.instance_type, *emr_types],
+                                     emr_instance_types=emr_types)
     counts = {r: n for r, n in result.placement.counts(config.regions).items() if n}
     lines, total = pricing.class_cost(book, counts, config.instance_type, config.emr.mode,
-                                      config.emr.instance_type, config.emr.instance_count)
-    result.cost_lines = lines
+                                      config.emr.instance_type, config.emr.instance_count,
+                                      volume_gb=config.volume_gb)
+    # Every seat has a public IPv4 address (AWS bills each by the hour since 2024-02),
+    # listed after its region's other lines.
+    with_ipv4: list[pricing.CostLine] = []
+    for i, line in enumerate(lines):
+        with_ipv4.append(line)
+        last_of_region = i + 1 == len(lines) or lines[i + 1].region != line.region
+        if last_of_region and line.region in counts:
+            n = counts[line.region]
+            with_ipv4.append(pricing.CostLine(
+                line.region, f"{n} × public IPv4 address", n, PUBLIC_IPV4_USD_HOUR,
+                n * PUBLIC_IPV4_USD_HOUR, "aws.amazon.com/vpc/pricing"))
+    ipv4 = sum(n for n in counts.values()) * PUBLIC_IPV4_USD_HOUR
+    if total is not None:
+        total = pricing.Total(total + ipv4, total.unpriced)
+    elif lines:  # no other price known: the addresses alone, a lower bound
+        total = pricing.Total(ipv4, [f"{x.region}: {x.what}" for x in lines])
+    result.cost_lines = with_ipv4
     result.hourly_usd = total
     result.price_note = f"prices: {book.describe()}"

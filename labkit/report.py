@@ -120,8 +120,10 @@ def print_class_cost(console: Console, result: PlanResult) -> None:
         verdict = f"within budget ({budget})"
     console.print(f"[bold]whole class: {hourly(total)}[/], {verdict}")
     if total is not None:
-        console.print(f"a 2-day class of 8 h/day: {'at least ' if unpriced else ''}"
-                      f"{money(total * 16)}", markup=False)
+        least = "at least " if unpriced else ""
+        console.print(f"a 2-day class: {least}{money(total * 16)} if stopped outside 8 h a day "
+                      f"(`labkit stop`), {least}{money(total * 48)} if left running",
+                      markup=False)
     if unpriced:
         console.print("no price known for: " + "; ".join(unpriced), markup=False)
 
@@ -194,7 +196,7 @@ def print_provision_summary(console: Console, summary: object) -> None:
                       markup=False, soft_wrap=True)
         console.print(f"    {', '.join(seats)}", markup=False, soft_wrap=True)
     for item in summary.duplicates_removed:
-        console.print(f"  removed a second machine for seat {item}", markup=False, soft_wrap=True)
+        console.print(f"  removed a second machine or cluster for seat {item}", markup=False, soft_wrap=True)
     if summary.password_reset:
         console.print(f"  new passwords (state.json was lost): "
                       f"{', '.join(summary.password_reset)}; reprint their handouts",
