@@ -57,8 +57,9 @@ def ssh_config_text(config: Config, ledger: Ledger, seats: list[str], out: Path)
                   "  StrictHostKeyChecking yes",
                   ""]
     if config.ssh_config:
-        # After the seats: `Match host <address>` lines there (a ProxyJump, the sandbox's
-        # address map) apply once HostName has been substituted.
+        # After the seats, so the seat blocks win where both set a value; the included
+        # file adds what they leave open (a ProxyJump for connect=private, `Match host`
+        # rules keyed on the address).
         lines += [f"Include {Path(config.ssh_config).resolve()}", ""]
     return "\n".join(lines)
 

@@ -154,6 +154,12 @@ class AwsProxy:
 
     def _forward(self, request: _Handler, body: bytes) -> tuple[int, dict[str, str], bytes]:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+        region, service = _scope(request.headers.get("Authorization", ""), request.path)
+        if service == "elasticmapreduce" and region:
+            # moto's server files EMR calls under the region named in the Host header, not
+            # the one the call was signed for; real EMR answers per regional endpoint.
+            headers = {k: v for k, v in headers.items() if k.lower() != "host"}
+            headers["Host"] = f"elasticmapreduce.{region}.amazonaws.com"
         conn = http.client.HTTPConnection("127.0.0.1", self.upstream_port, timeout=120)
         try:
             conn.request(request.command, request.path, body=body, headers=headers)
