@@ -90,6 +90,10 @@ class Provisioner:
         self._region_lock = threading.Lock()
         self._region_ready: dict[str, threading.Event] = {}
         self._region_error: dict[str, Exception] = {}
+        # What EC2 refused during this run: (region, subnet) -> code, region -> code.
+        self._zone_full: dict[tuple[str, str], str] = {}
+        self._region_over_quota: dict[str, str] = {}
+        self._zone_names: dict[tuple[str, str], str] = {}
         # Filled as the pipeline runs (and by labkit.clusters' hooks).
         self.ledger: Ledger
         self.plan_placement_for_clusters: dict[str, str] = {}
@@ -289,7 +293,9 @@ class Provisioner:
             group = ec2.ensure_security_group(self.aws, region, self.config.session,
                                               self.config.ssh_cidr)
             image = ec2.resolve_image(self.aws, region, self.config.image_for(region))
-            subnets = [s for s, _ in ec2.default_subnets(self.aws, region)]
+            found_subnets = ec2.default_subnets(self.aws, region)
+            subnets = [s for s, _ in found_subnets]
+            self._zone_names.update({(region, s): zone for s, zone in found_subnets})
             with self.ledger.editing():
                 rs.key_name, rs.security_group_id, rs.image_id, rs.subnets = (
                     key_name, group, image, subnets)
@@ -344,7 +350,11 @@ class Provisioner:
             try:
                 self.region_setup(region, key)
                 rs = self.ledger.region(region)
+                if region in self._region_over_quota:
+                    raise QuotaError("", code=self._region_over_quota[region], region=region)
                 for subnet in rs.subnets:
+                    if (region, subnet) in self._zone_full:
+                        continue
                     try:
                         inst = self._launch_retrying_iam(
                             self.aws, region, session=self.config.session, seat=seat.name,
@@ -353,28 +363,42 @@ class Provisioner:
                             subnet_id=subnet, user_data=user_data,
                             volume_gb=self.config.volume_gb,
                             instance_profile_arn=self.instance_profile_arn(seat.name))
-                        note = ""
-                        if region != first_region or reasons:
-                            note = f"in {region}{(' after: ' + '; '.join(reasons)) if reasons else ''}"
-                        self.ledger.update_seat(seat.name, region=region,
-                                                instance_id=inst.instance_id,
-                                                instance_state=inst.state,
-                                                host=self._address(inst),
-                                                private_ip=inst.private_ip,
-                                                placement_note=note, bootstrap="pending",
-                                                error="")
-                        return region
                     except CapacityError as e:
-                        reasons.append(f"{region}/{subnet}: {e.code}")
+                        self._zone_full[(region, subnet)] = e.code
                         continue
+                    note = self._placement_note(first_region, region, refusals)
+                    self.ledger.update_seat(seat.name, region=region,
+                                            instance_id=inst.instance_id,
+                                            instance_state=inst.state,
+                                            host=self._address(inst),
+                                            private_ip=inst.private_ip,
+                                            placement_note=note, bootstrap="pending",
+                                            error="")
+                    return region
+                refusals[region] = self._no_capacity(region, rs.subnets)
             except QuotaError as e:
-                reasons.append(f"{region}: {e.code}")
+                self._region_over_quota.setdefault(region, e.code)
+                refusals[region] = f"{region} is at its vCPU quota ({e.code})"
             except AwsError as e:
-                reasons.append(f"{region}: {e.message}")
+                refusals[region] = f"{region}: {e.message}"
             if seat.region:  # pinned: never moved
                 break
             region = next_region(self.config.regions, tried)
-        raise AwsError("no region could launch it: " + "; ".join(reasons))
+        raise AwsError("no region could launch it: " + "; ".join(refusals.values())
+                       + ("" if seat.region else f" (tried {', '.join(sorted(tried))})"))
+
+    def _no_capacity(self, region: str, subnets: list[str]) -> str:
+        codes = sorted({self._zone_full.get((region, s), "") for s in subnets} - {""})
+        zones = [self._zone_names.get((region, s), s) for s in subnets]
+        return (f"{region} had no capacity for {self.config.instance_type} "
+                f"({'/'.join(codes) or 'no answer'} in {', '.join(zones)})")
+
+    @staticmethod
+    def _placement_note(first_region: str, region: str, refusals: dict[str, str]) -> str:
+        """Why a seat is not where the plan put it, for the summary and state.json."""
+        if region == first_region:
+            return ""
+        return f"moved from {first_region} to {region}: " + "; ".join(refusals.values())
 
     def _launch_retrying_iam(self, aws: Aws, region: str, **kwargs: object) -> ec2.Instance:
         """A just-created instance profile takes seconds to be visible to EC2: retry that

@@ -12,7 +12,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from labkit.aws.errors import aws_call, error_code
+import botocore.exceptions
+
+from labkit.aws.errors import CAPACITY_CODES, aws_call, error_code
 from labkit.aws.session import TAG_SEAT, TAG_SESSION, Aws, session_tags, tag_dict
 from labkit.errors import AwsError, NotFoundError
 
@@ -194,9 +196,28 @@ def launch(aws: Aws, region: str, *, session: str, seat: str, image_id: str,
     )
     if instance_profile_arn:
         params["IamInstanceProfile"] = {"Arn": instance_profile_arn}
+    client = aws.client("ec2", region)
+    client.meta.events.register_first("needs-retry.ec2.RunInstances", _capacity_is_final,
+                                      unique_id="labkit-capacity-is-final")
     with aws_call("ec2", f"launching the machine for seat {seat}", region=region):
-        resp = aws.client("ec2", region).run_instances(**params)
+        resp = client.run_instances(**params)
     return Instance.from_api(region, resp["Instances"][0])
+
+
+def _capacity_is_final(response: Any = None, **_: Any) -> None:
+    """No capacity in a zone is answered by trying the next zone, not by waiting.
+
+    EC2 sends InsufficientInstanceCapacity as an HTTP 500, which botocore's retry modes
+    retry like any server error, with backoff: up to ~70 s per zone lost before a seat
+    moves on. Raising here ends the call at the first answer; throttling and real server
+    errors are still retried by botocore (this runs first and lets them through).
+    """
+    if response is None:
+        return
+    parsed = response[1] if isinstance(response, tuple) and len(response) > 1 else {}
+    code = parsed.get("Error", {}).get("Code", "") if isinstance(parsed, dict) else ""
+    if code in CAPACITY_CODES:
+        raise botocore.exceptions.ClientError(parsed, "RunInstances")
 
 
 def _in_batches(ids: Sequence[str], size: int = 500) -> Iterable[list[str]]:
@@ -223,4 +244,4 @@ def terminate(aws: Aws, region: str, instance_ids: Sequence[str]) -> None:
 
 
 def is_capacity_code(e: BaseException) -> bool:
-    return error_code(e) in {"InsufficientInstanceCapacity", "Unsupported"}
+    return error_code(e) in CAPACITY_CODES
