@@ -433,9 +433,12 @@ class Provisioner:
                 if region != placement.region_of[name]:
                     summary.moved[name] = self.ledger.seat(name).placement_note
                 self.on_event(name, "launched")
-            except AwsError as e:
+            except Exception as e:  # one seat's launch never stops the others, or the wait
+                if not isinstance(e, AwsError):
+                    log.exception("launch of %s", name)
+                why = e.message if isinstance(e, AwsError) else f"{type(e).__name__}: {e}"
                 with lock:
-                    failed[name] = f"launch: {e.message}"
+                    failed[name] = f"launch: {why}"
                 self.ledger.update_seat(name, bootstrap="failed", error=failed[name])
                 self.on_event(name, "failed")
 
@@ -443,9 +446,12 @@ class Provisioner:
         launch_futures = [launch_pool.submit(launch, n) for n in to_launch]
 
         def launches_finished() -> None:
-            for f in launch_futures:
-                f.result()
-            launch_done.set()
+            # Set whatever happens: the loop below ends only once it is.
+            try:
+                for f in launch_futures:
+                    f.exception()
+            finally:
+                launch_done.set()
 
         threading.Thread(target=launches_finished, daemon=True).start()
         wait_deadline = time.monotonic() + self.ssh_wait_seconds + 300
