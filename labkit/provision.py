@@ -51,6 +51,8 @@ class Summary:
     failed: dict[str, str] = field(default_factory=dict)
     moved: dict[str, str] = field(default_factory=dict)  # seat -> why it is elsewhere
     password_reset: list[str] = field(default_factory=list)
+    started: list[str] = field(default_factory=list)  # were stopped; started again
+    readdressed: list[str] = field(default_factory=list)  # their address changed: reprint
     duplicates_removed: list[str] = field(default_factory=list)
     api_calls: int = 0
 
@@ -155,7 +157,7 @@ class Provisioner:
         with ThreadPoolExecutor(max_workers=max(1, len(launch_regions))) as pool:
             for region in launch_regions:
                 pool.submit(self._region_setup_safe, region, session_key.public_openssh)
-        self._start_stopped(found)
+        self._start_stopped(found, summary)
         self._launch_and_bootstrap(seats, to_launch, summary)
         self.hooks_after(seats, summary)
         outputs.write_all(self.config, ledger, result.roster, self.out)
@@ -321,25 +323,60 @@ class Provisioner:
             self.materials_name = path.name
 
     # -- machines ---------------------------------------------------------------------------
-    def _start_stopped(self, found: dict[str, ec2.Instance]) -> None:
+    def _start_stopped(self, found: dict[str, ec2.Instance], summary: Summary) -> None:
+        """Start the seats' stopped machines and record where they now answer.
+
+        A started machine usually has a new public address; the seats already set up are
+        not bootstrapped again, so their address is read here or the sheet keeps the old.
+        """
         by_region: dict[str, list[str]] = {}
         for inst in found.values():
             if inst.state in ("stopped", "stopping"):
                 by_region.setdefault(inst.region, []).append(inst.instance_id)
-        for region, ids in by_region.items():
+        if not by_region:
+            return
+
+        def one(region: str) -> list[ec2.Instance]:
+            ids = by_region[region]
+            client = self.aws.client("ec2", region)
             with aws_call("ec2", "waiting for machines to stop", region=region):
-                self.aws.client("ec2", region).get_waiter("instance_stopped").wait(
+                client.get_waiter("instance_stopped").wait(
                     InstanceIds=ids, WaiterConfig={"Delay": 5, "MaxAttempts": 60})
             ec2.start(self.aws, region, ids)
+            with aws_call("ec2", "waiting for started machines", region=region):
+                client.get_waiter("instance_running").wait(
+                    InstanceIds=ids, WaiterConfig={"Delay": 2, "MaxAttempts": 150})
+            return ec2.find_instances(self.aws, region, self.config.session)
+
+        with ThreadPoolExecutor(max_workers=len(by_region)) as pool:
+            now = {i.instance_id: i for lst in pool.map(one, by_region) for i in lst}
+        for seat, inst in found.items():
+            if inst.instance_id not in {i for ids in by_region.values() for i in ids}:
+                continue
+            fresh = now.get(inst.instance_id)
+            if fresh is None:
+                continue
+            old = self.ledger.seat(seat).host
+            host = self._address(fresh) or old
+            self.ledger.update_seat(seat, instance_state=fresh.state, host=host,
+                                    private_ip=fresh.private_ip)
+            summary.started.append(seat)
+            if old and host != old:
+                summary.readdressed.append(seat)
 
     def instance_profile_arn(self, seat: str) -> str:
         return self.instance_profiles.get(seat, "")
 
     def _launch_one(self, seat: Seat, first_region: str) -> str:
-        """Launch a seat's machine; on capacity try the next zone, then the next region."""
+        """Launch a seat's machine; on capacity try the next zone, then the next region.
+
+        A zone that said "no capacity", or a region that said "over quota", is skipped by
+        the seats that come after it in this run: EC2's answer holds for minutes, and a
+        class of 100 must not ask it 100 times before moving on.
+        """
         tried: set[str] = set()
         region: str | None = first_region
-        reasons: list[str] = []
+        refusals: dict[str, str] = {}  # region -> why it took no machine
         ledger_seat = self.ledger.seat(seat.name)
         user_data = render("user-data.yaml.j2", session=self.config.session, seat=seat.name,
                            host_key_private=ledger_seat.host_key_private.strip(),

@@ -197,6 +197,13 @@ def print_provision_summary(console: Console, summary: object) -> None:
         console.print(f"    {', '.join(seats)}", markup=False, soft_wrap=True)
     for item in summary.duplicates_removed:
         console.print(f"  removed a second machine or cluster for seat {item}", markup=False, soft_wrap=True)
+    if summary.started:
+        console.print(f"  started again (they were stopped): {', '.join(summary.started)}",
+                      markup=False, soft_wrap=True)
+    if summary.readdressed:
+        console.print(f"  new addresses: {', '.join(summary.readdressed)}; reprint their "
+                      "handouts (credentials.csv and ssh_config are updated)",
+                      markup=False, soft_wrap=True)
     if summary.password_reset:
         console.print(f"  new passwords (state.json was lost): "
                       f"{', '.join(summary.password_reset)}; reprint their handouts",
