@@ -246,6 +246,9 @@ class Provisioner:
                     pair = secrets.new_ed25519(f"{self.config.session}/{name}")
                     seat.host_key_private, seat.host_key_public = (pair.private_openssh,
                                                                    pair.public_openssh)
+                if seat.password_reset and name not in summary.password_reset:
+                    # Reset in an earlier run that did not get to set it on the machine.
+                    summary.password_reset.append(name)
                 if not seat.password:
                     seat.password = secrets.new_password()
                     seat.password_hash = secrets.password_hash(seat.password)
