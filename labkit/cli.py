@@ -35,9 +35,11 @@ eva.martins,Eva Martins,eva.martins@example.edu,,us-east-1
 class SeatsFailed(Exception):
     """The command finished, but these seats did not: exit 1."""
 
-    def __init__(self, failures: dict[str, str]) -> None:
+    def __init__(self, failures: dict[str, str],
+                 hint: str = "run the same command again to retry only these seats") -> None:
         super().__init__(f"{len(failures)} seats failed")
         self.failures = failures
+        self.hint = hint
 
 
 @dataclass
@@ -213,7 +215,8 @@ def start(opts: Options) -> None:
     failures = lifecycle.start(config, opts.out_dir(config), profile=opts.profile,
                                console=console)
     if failures:
-        raise SeatsFailed(failures)
+        raise SeatsFailed(failures, hint="a seat without a machine needs `labkit provision "
+                                         "ROSTER`; for the others run `labkit start` again")
 
 
 @cli.command()
@@ -281,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:
         err_console.print(f"[bold red]{len(e.failures)} seat(s) failed:[/]")
         for seat, why in sorted(e.failures.items()):
             err_console.print(f"  {seat}: {why}", markup=False)
-        err_console.print("run the same command again to retry only these seats")
+        err_console.print(e.hint, markup=False)
         sys.exit(1)
     except LabkitError as e:
         if verbose:

@@ -397,24 +397,28 @@ def stop_all(aws: Aws, config: Config, ledger: Ledger, console: Console) -> int:
         by_region.setdefault(c.region, []).append(c.cluster_id)
     for region, ids in by_region.items():
         emr.terminate(aws, region, ids)
-    with ledger.editing() as st:
-        for seat in st.seats.values():
-            if seat.cluster_id:
-                seat.cluster_state = "TERMINATING"
+    if ledger.path.exists():  # a stop without a session folder must not create one
+        with ledger.editing() as st:
+            for seat in st.seats.values():
+                if seat.cluster_id:
+                    seat.cluster_state = "TERMINATING"
     return len(found)
 
 
-def start_all(aws: Aws, config: Config, ledger: Ledger, out: Path, console: Console
-              ) -> dict[str, str]:
-    """New clusters for a new class day, and every seat's ~/.mrjob.conf names its new one."""
+def start_all(aws: Aws, config: Config, ledger: Ledger, out: Path, console: Console,
+              seats: Iterable[str] | None = None) -> dict[str, str]:
+    """New clusters for a new class day, and every seat's ~/.mrjob.conf names its new one.
+
+    ``seats``: the seats to serve (default all); a seat without a machine gets no cluster
+    to bill for until `labkit provision` gives it a machine again."""
     if config.emr.mode == "none":
         return {}
     from labkit.provision import Provisioner
 
     prov = Provisioner.for_session(config, ledger, out, aws)
-    seats = {name: None for name in ledger.state.seats}
+    wanted = {name: None for name in (ledger.state.seats if seats is None else seats)}
     prov.stale_confs = set()
-    job = ClusterJob(prov, seats)  # type: ignore[arg-type]
+    job = ClusterJob(prov, wanted)  # type: ignore[arg-type]
     job.start().wait_ids()
     failures = dict(job.failed)
     changed = [s for s in prov.stale_confs if s not in failures]

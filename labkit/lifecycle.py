@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -141,20 +139,6 @@ def _stopped_disks_usd(config: Config, found: dict[str, ec2.Instance]) -> float 
     return total
 
 
-@contextmanager
-def _ledger_for_clusters(ledger: Ledger) -> Iterator[Ledger]:
-    """The session's ledger; without a state.json, a scratch copy that is thrown away.
-
-    ``clusters.stop_all`` records the clusters' new state in the ledger, and a stop that
-    runs without a session folder (it finds the machines by tag) must not create one.
-    """
-    if ledger.path.exists():
-        yield ledger
-        return
-    with tempfile.TemporaryDirectory(prefix="labkit-stop-") as scratch:
-        yield Ledger(Path(scratch) / "state.json", ledger.state)
-
-
 def stop(config: Config, out: Path, *, profile: str | None, console: Console) -> None:
     """Stop every running machine of the session, found by tag (state.json not needed);
     terminate its EMR clusters, which cannot stop."""
@@ -166,8 +150,7 @@ def stop(config: Config, out: Path, *, profile: str | None, console: Console) ->
     found = live_instances(aws, config, regions)
     groups = _by_region(found, {"pending", "running"})
     already = [s for s, inst in found.items() if inst.state in ("stopping", "stopped")]
-    with _ledger_for_clusters(ledger) as cluster_ledger:
-        stopped_clusters = clusters.stop_all(aws, config, cluster_ledger, console)
+    stopped_clusters = clusters.stop_all(aws, config, ledger, console)
 
     def one(region: str, ids: list[str]) -> None:
         ec2.stop(aws, region, ids)
@@ -298,7 +281,9 @@ def start(config: Config, out: Path, *, profile: str | None, console: Console) -
                                [s for s in ledger.state.seats if s not in failures]))
 
     if config.emr.mode != "none":
-        for seat, why in clusters.start_all(aws, config, ledger, out, console).items():
+        serve = [s for s in ledger.state.seats if s in found]
+        for seat, why in clusters.start_all(aws, config, ledger, out, console,
+                                            seats=serve).items():
             failures.setdefault(seat, why)
         outputs.write_all(config, ledger, roster, out)  # the cards name the new clusters
 

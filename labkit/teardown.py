@@ -39,7 +39,6 @@ from labkit.aws.inventory import (
     Item,
     Prices,
     Scan,
-    SharedAws,
     enabled_regions,
     find_buckets,
     find_clusters,
@@ -51,7 +50,7 @@ from labkit.aws.inventory import (
     parallel,
     scan,
 )
-from labkit.aws.session import tag_dict
+from labkit.aws.session import Aws, tag_dict
 from labkit.errors import AwsError, NotFoundError
 
 __all__ = ["Found", "inventory", "print_inventory", "sweep_all", "teardown"]
@@ -142,10 +141,11 @@ def print_inventory(console: Console, session: str, found: list[Found]) -> None:
     if len(found) <= FULL_LIST_MAX:
         table.add_column("kind", min_width=8, overflow="fold")
         table.add_column("region", min_width=9, no_wrap=True)
-        table.add_column("name / id", min_width=12, overflow="fold")
+        # Ids never break (they are copied into other commands); the detail gives way.
+        table.add_column("name / id", min_width=12, no_wrap=True)
         table.add_column("age", min_width=5, no_wrap=True)
         table.add_column("$/hour", min_width=6, no_wrap=True)
-        table.add_column("detail", overflow="fold")
+        table.add_column("detail", overflow="ellipsis", ratio=1)
         for f in found:
             # An id that only repeats the name (IAM names, ARNs ending in it) is left out.
             shown = "" if f.id == f.name or (f.id.startswith("arn:") and f.id.endswith(
@@ -184,7 +184,7 @@ def inventory(session: str, *, profile: str | None) -> list[Found]:
     Raises ``AwsError`` if some region or service could not be read: a partial list
     must never pass for a complete one.
     """
-    result = scan(SharedAws(profile), session, prices=Prices())
+    result = scan(Aws(profile), session, prices=Prices())
     _raise_unread(result)
     return result.found
 
@@ -199,7 +199,7 @@ def _raise_unread(result: Scan) -> None:
 def sweep_all(*, profile: str | None, console: Console) -> list[Found]:
     """Every labkit session's resources in every region, one row per session with its
     age and hourly cost, so a class that was forgotten is found."""
-    result = scan(SharedAws(profile), None, prices=Prices())
+    result = scan(Aws(profile), None, prices=Prices())
     found = result.found
     if not found:
         console.print(f"no labkit resources in {len(result.regions)} regions")
@@ -236,7 +236,7 @@ def sweep_all(*, profile: str | None, console: Console) -> list[Found]:
 class _Run:
     """One teardown: who is deleting, what got deleted where, what failed."""
 
-    def __init__(self, aws: SharedAws, session: str, console: Console) -> None:
+    def __init__(self, aws: Aws, session: str, console: Console) -> None:
         self.aws = aws
         self.session = session
         self.console = console
@@ -619,7 +619,7 @@ def teardown(session: str, *, profile: str | None, console: Console, delete: boo
     Raises ``AwsError`` when some region could not be read, since then nobody can say
     that nothing is left.
     """
-    aws = SharedAws(profile)
+    aws = Aws(profile)
     regions, confirmed = enabled_regions(aws)
     prices = Prices()
     first = scan(aws, session, regions=regions, confirmed=confirmed, prices=prices)

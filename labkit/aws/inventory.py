@@ -21,7 +21,6 @@ comes back as kind ``other``, so a tagged resource nobody expected is at least s
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +28,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-import boto3
 
 from labkit.aws import ec2 as ec2_mod
 from labkit.aws import emr as emr_mod
@@ -198,45 +196,9 @@ class Prices:
 
 # -- clients shared by threads ------------------------------------------------------------
 
-class SharedAws(Aws):
-    """``Aws`` with one client per service and region, shared by every thread.
-
-    ``Aws`` gives each thread its own session because sessions are not thread-safe; a
-    new session parses the service models again (about 0.15 s of CPU for EC2, under the
-    GIL), which made a scan of 20 regions with 20 threads slower than with one thread.
-    boto3's low-level clients *are* thread-safe, so here they are made once, from one
-    session under a lock, and handed to all the threads.
-    """
-
-    def __init__(self, profile: str | None = None) -> None:
-        super().__init__(profile)
-        self._shared = super().session()
-        self._lock = threading.Lock()
-        self._clients: dict[tuple[str, str], Any] = {}
-
-    def session(self) -> boto3.Session:
-        return self._shared
-
-    def client(self, service: str, region: str) -> Any:
-        key = (service, region)
-        found = self._clients.get(key)
-        if found is None:
-            with self._lock:
-                found = self._clients.get(key)
-                if found is None:
-                    found = self._shared.client(service, region_name=region,
-                                                config=self._config)
-                    self._clients[key] = found
-        return found
-
-
-def shared(aws: Aws | str | None) -> SharedAws:
-    """A ``SharedAws`` for a profile name (None: the default chain), or as is."""
-    if isinstance(aws, SharedAws):
-        return aws
-    if isinstance(aws, Aws):
-        return SharedAws(aws.profile)
-    return SharedAws(aws)
+def shared(aws: Aws | str | None) -> Aws:
+    """An ``Aws`` for a profile name (None: the default chain), or as is."""
+    return aws if isinstance(aws, Aws) else Aws(aws)
 
 
 # -- parallel helpers ---------------------------------------------------------------------
