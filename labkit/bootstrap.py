@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import logging
 import random
-import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -48,6 +47,24 @@ class Outcome:
 
 class SshFailure(Exception):
     """A seat could not be reached or refused us; the message is for the summary."""
+
+
+class SshUnreachable(SshFailure):
+    """Nothing answered (yet): worth another try until the seat's deadline."""
+
+    def __init__(self, host: str, detail: str) -> None:
+        super().__init__(f"SSH not answering at {host}: {detail}")
+        self.detail = detail
+
+
+def _why_unreachable(e: BaseException, timeout: float) -> str:
+    if isinstance(e, paramiko.ssh_exception.NoValidConnectionsError):
+        return "connection refused on port 22"
+    if isinstance(e, TimeoutError):
+        return f"no answer in {timeout:.0f} s"
+    if isinstance(e, EOFError):
+        return "the connection closed before the SSH greeting"
+    return str(e) or type(e).__name__
 
 
 def _ssh_config(path: str) -> paramiko.SSHConfig:
@@ -100,10 +117,9 @@ def open_connection(target: Target, *, password: str | None = None,
         if "not found in known_hosts" in str(e) or "Server" in str(e) and "not found" in str(e):
             raise SshFailure(f"unknown host key at {target.host}; refusing to connect") from None
         raise SshFailure(f"SSH error: {e}") from None
-    except (OSError, socket.timeout, EOFError) as e:
+    except (OSError, EOFError) as e:  # timeouts and refusals are OSErrors
         conn.close()
-        raise SshFailure(f"SSH not answering at {target.host}: {e or type(e).__name__}"
-                         ) from None
+        raise SshUnreachable(target.host, _why_unreachable(e, timeout)) from None
 
 
 def is_auth_failure(e: BaseException) -> bool:
@@ -115,16 +131,20 @@ def wait_for_ssh(target: Target, *, deadline: float, stop: threading.Event | Non
     """Retry with bounded exponential backoff until the seat answers or ``deadline``."""
     delay = 1.0
     last = "no attempt made"
+    started = time.monotonic()
     while True:
         try:
             return open_connection(target, timeout=min(10.0, max(1.0, deadline - time.monotonic())))
+        except SshUnreachable as e:
+            last = e.detail
         except SshFailure as e:
             if "host key mismatch" in str(e) or "unknown host key" in str(e):
                 raise
             last = str(e)
         remaining = deadline - time.monotonic()
         if remaining <= 0 or (stop is not None and stop.is_set()):
-            raise SshFailure(f"SSH never answered ({last})")
+            raise SshFailure(f"SSH never answered at {target.host} in "
+                             f"{time.monotonic() - started:.0f} s (last try: {last})")
         time.sleep(min(delay * (0.5 + random.random()), remaining))
         delay = min(delay * 2, 10.0)
 
