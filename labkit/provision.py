@@ -57,7 +57,9 @@ class Summary:
     api_calls: int = 0
 
 
-Event = Callable[[str, str], None]  # (seat, "launched" | "ssh" | "ok" | "failed")
+# (seat, "launched" | "ssh" | "ok" | "failed"), (seat, "found" | "ready") for a seat a
+# re-run finds with a machine / already set up, ("", "stage:<what labkit does now>").
+Event = Callable[[str, str], None]
 
 
 def session_paths(out: Path) -> dict[str, Path]:
@@ -139,8 +141,13 @@ class Provisioner:
             st.account_id = account
             st.bucket = st.bucket or s3.bucket_name(config.session, account)
 
+        self._stage("looking for the session's machines")
         found = self._discover(seats, summary)
         self._ensure_secrets(seats, found, summary)
+        for name in found:
+            self.on_event(name, "ready" if self.ledger.seat(name).bootstrap == "ok"
+                          else "found")
+        self._stage("preparing the session's bucket, alarms and regions")
         self._bucket_and_materials()
         alarms.ensure_billing_alarms(self.aws, config.session, config.budget.alarm_usd,
                                      config.budget.alarm_email)
@@ -158,11 +165,19 @@ class Provisioner:
             for region in launch_regions:
                 pool.submit(self._region_setup_safe, region, session_key.public_openssh)
         self._start_stopped(found, summary)
+        self._stage(f"launching {len(to_launch)} machines, setting seats up over SSH"
+                    if to_launch else "setting seats up over SSH")
         self._launch_and_bootstrap(seats, to_launch, summary)
+        if config.emr.mode != "none":
+            self._stage("waiting for the clusters")
         self.hooks_after(seats, summary)
+        self._stage("writing credentials.csv, ssh_config and handouts.pdf")
         outputs.write_all(self.config, ledger, result.roster, self.out)
         summary.api_calls = sum(self.aws.calls.values())
         return summary
+
+    def _stage(self, what: str) -> None:
+        self.on_event("", f"stage:{what}")
 
     def hooks_before_launch(self, seats: dict[str, Seat]) -> None:
         """Things that must exist before machines launch (IAM profiles, clusters)."""
@@ -338,6 +353,7 @@ class Provisioner:
                 by_region.setdefault(inst.region, []).append(inst.instance_id)
         if not by_region:
             return
+        self._stage(f"starting {sum(len(v) for v in by_region.values())} stopped machines")
 
         def one(region: str) -> list[ec2.Instance]:
             ids = by_region[region]

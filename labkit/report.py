@@ -131,13 +131,17 @@ def print_class_cost(console: Console, result: PlanResult) -> None:
 class ProgressBoard:
     """Live counts while provisioning: launched / SSH-ready / bootstrapped / failed.
 
-    On a terminal it redraws one line; elsewhere (CI, a log file) it prints a line per
-    seat event so the log still tells the story.
+    On a terminal it redraws one line, led by what labkit is doing; elsewhere (CI, a
+    log file) it prints a line per stage and per seat event so the log tells the story.
+    Seats that a re-run finds already there ("found") or already set up ("ready") are
+    counted without a line each.
     """
 
     KINDS = ("launched", "ssh", "ok", "failed")
-    LABELS: ClassVar[dict[str, str]] = {"launched": "launched", "ssh": "SSH-ready", "ok": "bootstrapped",
-              "failed": "failed"}
+    LABELS: ClassVar[dict[str, str]] = {"launched": "launched", "ssh": "SSH-ready",
+                                        "ok": "bootstrapped", "failed": "failed"}
+    SILENT: ClassVar[dict[str, tuple[str, ...]]] = {"found": ("launched",),
+                                                    "ready": ("launched", "ssh", "ok")}
 
     def __init__(self, console: Console, total: int) -> None:
         import threading
@@ -145,6 +149,7 @@ class ProgressBoard:
         self.console = console
         self.total = total
         self.counts = dict.fromkeys(self.KINDS, 0)
+        self.stage = "checking the plan"
         self._lock = threading.Lock()
         self._live: object | None = None
 
@@ -152,11 +157,14 @@ class ProgressBoard:
         parts = [f"{self.LABELS[k]} {self.counts[k]}/{self.total}" for k in self.KINDS[:3]]
         return " · ".join(parts) + f" · failed {self.counts['failed']}"
 
+    def _live_line(self) -> str:
+        return f"{self.stage}… {self.line()}" if self.stage else self.line()
+
     def __enter__(self) -> Self:
         if self.console.is_terminal:
             from rich.live import Live
 
-            live = Live(self.line(), console=self.console, refresh_per_second=4,
+            live = Live(Text(self._live_line()), console=self.console, refresh_per_second=4,
                         transient=False)
             live.__enter__()
             self._live = live
@@ -164,19 +172,30 @@ class ProgressBoard:
 
     def __exit__(self, *exc: object) -> None:
         if self._live is not None:
-            self._live.update(self.line())  # type: ignore[attr-defined]
+            self.stage = ""
+            self._live.update(Text(self.line()))  # type: ignore[attr-defined]
             self._live.__exit__(None, None, None)  # type: ignore[attr-defined]
 
     def event(self, seat: str, kind: str) -> None:
+        """``(seat, "launched" | "ssh" | "ok" | "failed" | "found" | "ready")``, or
+        ``("", "stage:<what labkit is doing now>")``."""
         with self._lock:
-            if kind in self.counts:
-                self.counts[kind] += 1
-            if self._live is not None:
-                self._live.update(self.line())  # type: ignore[attr-defined]
+            if kind.startswith("stage:"):
+                self.stage = kind.removeprefix("stage:").strip()
+                if self._live is None:
+                    self.console.print(f"{self.stage}…", markup=False, soft_wrap=True)
+            elif kind in self.SILENT:
+                for counted in self.SILENT[kind]:
+                    self.counts[counted] += 1
             else:
-                # One line per event, never wrapped: CI logs are read with grep.
-                self.console.print(f"  {seat}: {self.LABELS.get(kind, kind)}  [{self.line()}]",
-                                   markup=False, soft_wrap=True)
+                if kind in self.counts:
+                    self.counts[kind] += 1
+                if self._live is None:
+                    # One line per event, never wrapped: CI logs are read with grep.
+                    self.console.print(f"  {seat}: {self.LABELS.get(kind, kind)}  "
+                                       f"[{self.line()}]", markup=False, soft_wrap=True)
+            if self._live is not None:
+                self._live.update(Text(self._live_line()))  # type: ignore[attr-defined]
 
 
 def print_provision_summary(console: Console, summary: object) -> None:
