@@ -407,7 +407,7 @@ def test_stopped_seats_are_started_and_the_sheet_has_their_new_address(
 def test_a_seat_whose_ssh_never_answers_fails_alone_and_alone_is_retried(
         make_course: MakeCourse) -> None:
     course = make_course(["eu-west-1"], dead_ssh={"bruno"})
-    course.write(["ana", "bruno", "carla"], ssh_wait_seconds=10)
+    course.write(["ana", "bruno", "carla"], ssh_wait_seconds=15)
     first = course.labkit("provision", "roster.csv")
     assert first.returncode == 1, first.stdout + first.stderr
     assert re.search(r"bruno: SSH never answered", first.stderr), first.stderr
