@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 
 from labkit import outputs
-from labkit.aws import ec2
+from labkit.aws import addresses, ec2
 from labkit.aws.errors import aws_call
 from labkit.aws.session import Aws
 from labkit.config import Config
@@ -260,6 +260,12 @@ def start(config: Config, out: Path, *, profile: str | None, console: Console) -
             if inst is None:
                 continue
             host = inst.private_ip if config.connect == "private" else inst.public_ip
+            if (config.stable_addresses and config.connect == "public"
+                    and inst.state == "running"):
+                # The seat's Elastic IP, attached again if the start left it off.
+                record.allocation_id, host = addresses.ensure_address(
+                    aws, inst.region, session=config.session, seat=seat,
+                    instance_id=inst.instance_id, current_ip=inst.public_ip)
             if host and host != record.host:
                 changed.append((seat, record.host, host))
             record.host = host or record.host

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from labkit import bootstrap as ssh
 from labkit import outputs, secrets
 from labkit.access import target_for
-from labkit.aws import alarms, ec2, s3
+from labkit.aws import addresses, alarms, ec2, s3
 from labkit.aws.errors import aws_call
 from labkit.aws.session import Aws
 from labkit.config import Config
@@ -565,6 +565,13 @@ class Provisioner:
             if inst is None:
                 continue
             host = self._address(inst)
+            if (self.config.stable_addresses and inst.state == "running"
+                    and self.config.connect == "public" and not st.allocation_id):
+                # Before the seat's first SSH, so every card prints the address it keeps.
+                allocation, host = addresses.ensure_address(
+                    self.aws, inst.region, session=self.config.session, seat=name,
+                    instance_id=inst.instance_id)
+                self.ledger.update_seat(name, allocation_id=allocation)
             if (inst.state, host, inst.private_ip) != (st.instance_state, st.host, st.private_ip):
                 self.ledger.update_seat(name, instance_state=inst.state, host=host or st.host,
                                         private_ip=inst.private_ip)

@@ -460,7 +460,16 @@ class Sandbox:
             if view.state == "running" and failed:
                 continue
             if view.state == "running":
-                if instance_id in reboots and instance_id in running:
+                with self._lock:
+                    machine = self._machines.get(instance_id)
+                moved = (machine is not None and bool(view.public_address)
+                         and machine.address != view.public_address)
+                if moved and instance_id in running:
+                    # An Elastic IP was attached: the machine answers on its new address
+                    # (its sshd restarts there; the disk is kept, as on EC2).
+                    self._halt(instance_id, delete=False)
+                    running.discard(instance_id)
+                elif instance_id in reboots and instance_id in running:
                     self._halt(instance_id, delete=False)
                     running.discard(instance_id)
                 if instance_id not in running and instance_id not in starting:
