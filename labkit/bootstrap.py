@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import random
 import threading
 import time
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import fabric
+import fabric.runners
 import paramiko
 
 log = logging.getLogger(__name__)
@@ -67,14 +69,40 @@ def _why_unreachable(e: BaseException, timeout: float) -> str:
     return str(e) or type(e).__name__
 
 
+_parsed: dict[str, tuple[tuple[int, int, int], paramiko.SSHConfig]] = {}
+_parsed_lock = threading.Lock()
+
+
 def _ssh_config(path: str) -> paramiko.SSHConfig:
-    return paramiko.SSHConfig.from_path(path) if path else paramiko.SSHConfig()
+    """The client config as the file is *now*: checked on every connection attempt, parsed
+    again whenever it changed (size, mtime or inode), so a rewrite is always seen while 64
+    seats' attempts do not each parse an unchanged file."""
+    if not path:
+        return paramiko.SSHConfig()
+    st = os.stat(path)
+    stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+    with _parsed_lock:
+        cached = _parsed.get(path)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+    parsed = paramiko.SSHConfig.from_path(path)
+    with _parsed_lock:
+        _parsed[path] = (stamp, parsed)
+    return parsed
+
+
+class _QuietRemote(fabric.runners.Remote):
+    """Fabric's remote runner polls for input every 10 ms per seat; labkit sends none
+    (``in_stream=False``), so a slower poll saves a third of the client's CPU at 64 seats."""
+
+    input_sleep = 0.1
 
 
 def connection(target: Target, *, password: str | None = None,
                timeout: float = 10.0) -> fabric.Connection:
     """A Fabric connection (not yet open) that accepts only the seat's pinned host key."""
-    config = fabric.Config(ssh_config=_ssh_config(target.ssh_config))
+    config = fabric.Config(ssh_config=_ssh_config(target.ssh_config),
+                           overrides={"runners": {"remote": _QuietRemote}})
     config.load_ssh_configs = False
     kwargs: dict[str, object] = {"look_for_keys": False, "allow_agent": False,
                                  "banner_timeout": timeout, "auth_timeout": timeout}
