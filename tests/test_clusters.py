@@ -39,6 +39,7 @@ from mrjob.conf import load_opts_from_mrjob_conf
 
 from labkit import policies
 from labkit.bootstrap import Target, open_connection
+from labkit.sandbox.proxy import read_body
 from labkit.sandbox import Sandbox
 from labkit.sandbox.cloud import SANDBOX_KEY_ID, SANDBOX_SECRET
 
@@ -119,18 +120,7 @@ class Recorder:
                     conn.close()
 
             def _body(self) -> bytes:
-                if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-                    chunks: list[bytes] = []
-                    while True:
-                        size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                        if size == 0:
-                            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                                pass
-                            return b"".join(chunks)
-                        chunks.append(self.rfile.read(size))
-                        self.rfile.readline()
-                length = int(self.headers.get("Content-Length") or 0)
-                return self.rfile.read(length) if length else b""
+                return read_body(self)
 
             do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _any
 

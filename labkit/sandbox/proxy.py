@@ -25,6 +25,7 @@ import http.client
 import importlib.util
 import json
 import re
+import sys
 import threading
 import time
 import uuid
@@ -75,6 +76,12 @@ class ProxyHooks:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     proxy: AwsProxy
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client killed mid-request (a test's SIGKILL, Ctrl-C) is no sandbox fault.
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)
 
 
 class AwsProxy:
@@ -311,6 +318,22 @@ class AwsProxy:
                 "ARN": f"arn:aws:ssm:{region}::parameter{name}"}
 
 
+def read_body(request: BaseHTTPRequestHandler) -> bytes:
+    """A request's body, whether sent with a length or chunked (boto3 streams uploads)."""
+    if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+        chunks: list[bytes] = []
+        while True:
+            size = int(request.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while request.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass
+                return b"".join(chunks)
+            chunks.append(request.rfile.read(size))
+            request.rfile.readline()
+    length = int(request.headers.get("Content-Length") or 0)
+    return request.rfile.read(length) if length else b""
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     # Headers and body go out in separate writes; with Nagle on, each reply would wait
@@ -327,18 +350,7 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = _any
 
     def read_body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks: list[bytes] = []
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
+        return read_body(self)
 
     def reply(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
         self.send_response(status)
