@@ -2,7 +2,7 @@
 
 Host keys: labkit generated every seat's host key and put it in the seat's user-data, so
 a connection accepts exactly that key and refuses any other (paramiko ``RejectPolicy``;
-Fabric's default would be ``AutoAddPolicy``). The OpenSSH client config (``ssh_config``
+Fabric's default policy would add any unknown key). The OpenSSH client config (``ssh_config``
 in labkit.toml: a ProxyJump, or the sandbox's address map) is read afresh on every
 connection attempt, because it may change while seats come up.
 """
