@@ -144,13 +144,18 @@ class Config:
         return self.images.get(region, self.image)
 
     def resolve_path(self, value: str) -> Path:
-        p = Path(value).expanduser()
-        return p if p.is_absolute() else self.base_dir / p
+        return resolve(value, self.base_dir)
 
     def with_overrides(self, **changes: Any) -> Config:
         from dataclasses import replace
 
         return replace(self, **changes)
+
+
+def resolve(value: str, base: Path) -> Path:
+    """A path from labkit.toml: ``~`` expanded, relative to the file's own folder."""
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else base / p
 
 
 def _type_name(kind: type | tuple[type, ...]) -> str:
@@ -331,10 +336,10 @@ def _build(data: dict[str, Any], *, path: str, text: str, base_dir: Path | None 
         if not low <= get("", key) <= high:
             raise fail(f"must be between {low} and {high}", "", key,
                        hint=f"the default is {by_section[''][key].default}")
-    if not low_ok(get("emr", "instance_count"), 1, 100):
+    if not 1 <= get("emr", "instance_count") <= 100:
         raise fail("must be between 1 and 100", "emr", "instance_count",
                    hint="the default is 3 (1 primary + 2 core nodes)")
-    if not low_ok(get("emr", "idle_timeout_minutes"), 1, 7 * 24 * 60):
+    if not 1 <= get("emr", "idle_timeout_minutes") <= 7 * 24 * 60:
         raise fail("must be between 1 and 10080 (a week)", "emr", "idle_timeout_minutes",
                    hint="an idle cluster keeps costing money; 120 is a good value")
     if get("budget", "max_hourly_usd") <= 0:
@@ -350,15 +355,13 @@ def _build(data: dict[str, Any], *, path: str, text: str, base_dir: Path | None 
     materials = get("bootstrap", "materials")
     base = base_dir or Path.cwd()
     if materials:
-        mp = Path(materials).expanduser()
-        mp = mp if mp.is_absolute() else base / mp
+        mp = resolve(materials, base)
         if not mp.is_file():
             raise fail(f"no such file: {mp}", "bootstrap", "materials",
                        hint="give a .tar.gz or .zip of the course materials, or remove the line")
     ssh_config = get("", "ssh_config")
     if ssh_config:
-        sp = Path(ssh_config).expanduser()
-        sp = sp if sp.is_absolute() else base / sp
+        sp = resolve(ssh_config, base)
         if not sp.is_file():
             raise fail(f"no such file: {sp}", "", "ssh_config",
                        hint="give the path of an OpenSSH client config, or remove the line")
@@ -402,10 +405,6 @@ def _build(data: dict[str, Any], *, path: str, text: str, base_dir: Path | None 
         path=path,
         base_dir=base,
     )
-
-
-def low_ok(value: int, low: int, high: int) -> bool:
-    return low <= value <= high
 
 
 def _example(opt: Option) -> str:

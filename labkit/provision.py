@@ -204,18 +204,17 @@ class Provisioner:
                      "smaller machines, or pass --allow-over-budget")
 
     # -- what already exists ----------------------------------------------------------------
-    def _regions_to_search(self) -> list[str]:
+    def _regions_to_search(self, seats: dict[str, Seat]) -> list[str]:
+        """Configured regions, regions in state, and pinned ones: without state.json a
+        pinned seat's machine may be in a region no longer in `regions`."""
         regions = list(self.config.regions)
         regions += [s.region for s in self.ledger.state.seats.values() if s.region]
-        regions += [s.region for s in self.plan_seats_pinned()]
+        regions += [s.region for s in seats.values() if s.region]
         return list(dict.fromkeys(regions))
-
-    def plan_seats_pinned(self) -> list[Seat]:
-        return []
 
     def _discover(self, seats: dict[str, Seat], summary: Summary) -> dict[str, ec2.Instance]:
         """Every seat's live machine, found by tag; extra machines for one seat are removed."""
-        regions = self._regions_to_search()
+        regions = self._regions_to_search(seats)
         with ThreadPoolExecutor(max_workers=len(regions)) as pool:
             lists = list(pool.map(lambda r: ec2.find_instances(self.aws, r, self.config.session),
                                   regions))
