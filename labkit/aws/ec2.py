@@ -14,7 +14,7 @@ from typing import Any
 
 import botocore.exceptions
 
-from labkit.aws.errors import CAPACITY_CODES, aws_call, error_code
+from labkit.aws.errors import CAPACITY_CODES, aws_call
 from labkit.aws.session import TAG_SEAT, TAG_SESSION, Aws, session_tags, tag_dict
 from labkit.errors import AwsError, NotFoundError
 
@@ -242,6 +242,3 @@ def terminate(aws: Aws, region: str, instance_ids: Sequence[str]) -> None:
         with aws_call("ec2", "terminating machines", region=region):
             aws.client("ec2", region).terminate_instances(InstanceIds=batch)
 
-
-def is_capacity_code(e: BaseException) -> bool:
-    return error_code(e) in CAPACITY_CODES

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from typing import Any
 
 from labkit import policies
@@ -139,8 +138,3 @@ def ensure_emr_default_roles(aws: Aws) -> None:
                 iam.add_role_to_instance_profile(InstanceProfileName=role.name,
                                                  RoleName=role.name)
 
-
-def wait_until_usable(seconds: float = 0.0) -> None:
-    """IAM is eventually consistent; callers retry instead of sleeping blindly."""
-    if seconds:
-        time.sleep(seconds)
