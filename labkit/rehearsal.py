@@ -28,13 +28,13 @@ from labkit.roster import load_roster
 WHEELHOUSE = Path("/var/cache/labkit/wheels")
 
 
-def _toml_value(value: object) -> str:
+def toml_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     return json.dumps(str(value))  # a JSON string is a valid TOML basic string
 
 
@@ -62,9 +62,9 @@ def rehearsal_toml(config: Config, images: dict[str, str], ssh_config: Path) -> 
         "budget": {"max_hourly_usd": g.max_hourly_usd, "alarm_usd": list(g.alarm_usd),
                    "alarm_email": g.alarm_email},
     }
-    lines = [f"{k} = {_toml_value(v)}" for k, v in top.items()]
+    lines = [f"{k} = {toml_value(v)}" for k, v in top.items()]
     for name, values in sections.items():
-        lines += ["", f"[{name}]"] + [f"{json.dumps(k)} = {_toml_value(v)}"
+        lines += ["", f"[{name}]"] + [f"{json.dumps(k)} = {toml_value(v)}"
                                       for k, v in values.items()]
     return "\n".join(lines) + "\n"
 

@@ -30,19 +30,10 @@ from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, Callable  # noqa: E402
 
+from labkit.rehearsal import toml_value  # noqa: E402
 from labkit.sandbox import Sandbox  # noqa: E402
 
 WHEELHOUSE = Path("/var/cache/labkit/wheels")
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    return json.dumps(str(value))
 
 
 @dataclass
@@ -77,15 +68,15 @@ class Course:
         values = {"session": self.session, "regions": regions,
                   "ssh_config": str(self.cloud.ssh_config_path), "parallel": parallel,
                   "ssh_wait_seconds": ssh_wait_seconds, **top}
-        lines = [f"{k} = {_toml(v)}" for k, v in values.items()]
-        lines += ["", "[images]"] + [f'"{r}" = {_toml(self.cloud.image_for(r))}'
+        lines = [f"{k} = {toml_value(v)}" for k, v in values.items()]
+        lines += ["", "[images]"] + [f'"{r}" = {toml_value(self.cloud.image_for(r))}'
                                      for r in self.cloud.regions]
-        lines += ["", "[bootstrap]", f"apt_packages = {_toml(list(apt))}",
-                  f"pip_packages = {_toml(list(pip))}"]
+        lines += ["", "[bootstrap]", f"apt_packages = {toml_value(list(apt))}",
+                  f"pip_packages = {toml_value(list(pip))}"]
         if materials:
-            lines.append(f"materials = {_toml(materials)}")
+            lines.append(f"materials = {toml_value(materials)}")
         emr_values = {"mode": emr_mode, "instance_count": 2, **(emr or {})}
-        lines += ["", "[emr]"] + [f"{k} = {_toml(v)}" for k, v in emr_values.items()]
+        lines += ["", "[emr]"] + [f"{k} = {toml_value(v)}" for k, v in emr_values.items()]
         lines += ["", "[budget]", "max_hourly_usd = 10000.0"]
         (self.dir / "labkit.toml").write_text("\n".join(lines) + "\n" + extra)
 
